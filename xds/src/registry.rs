@@ -1,0 +1,113 @@
+//! The descriptor pool of every protobuf type layer8 knows: xds-api's set plus the vendored extensions.
+//!
+//! It backs the proto3 JSON mapping ([`crate::json`]) and `/config_dump` rendering; it is built once.
+
+use std::sync::{OnceLock, RwLock};
+
+use prost::Message;
+use prost_reflect::DescriptorPool;
+
+const EXT_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ext-descriptors.bin"));
+
+/// File-name prefix of the placeholder descriptors made for unknown types.
+pub const PLACEHOLDER_DIR: &str = "layer8/placeholder/";
+
+fn cell() -> &'static RwLock<DescriptorPool> {
+    static POOL: OnceLock<RwLock<DescriptorPool>> = OnceLock::new();
+    POOL.get_or_init(|| RwLock::new(base_pool()))
+}
+
+/// The shared pool (xds-api's descriptors, the extensions compiled from `proto/envoy-ext`, and the
+/// placeholders registered for unknown types). Cloning a pool is cheap; config-time only.
+pub fn pool() -> DescriptorPool {
+    match cell().read() {
+        Ok(p) => p.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+/// Register empty placeholder messages for type names the pool does not know (Istio-private
+/// filter configs), so `Any` values of those types decode (dropping their content) and render
+/// back as `{"@type": ...}`. Config-time only.
+pub fn ensure_placeholders<'a>(names: impl IntoIterator<Item = &'a str>) {
+    let missing: Vec<&str> = {
+        let current = pool();
+        names
+            .into_iter()
+            .filter(|n| current.get_message_by_name(n).is_none())
+            .collect()
+    };
+    if missing.is_empty() {
+        return;
+    }
+    let mut guard = match cell().write() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    for name in missing {
+        if guard.get_message_by_name(name).is_some() {
+            continue;
+        }
+        let (package, message) = match name.rsplit_once('.') {
+            Some((p, m)) => (Some(p.to_string()), m.to_string()),
+            None => (None, name.to_string()),
+        };
+        let file = prost_types::FileDescriptorProto {
+            name: Some(format!("{PLACEHOLDER_DIR}{name}.proto")),
+            package,
+            message_type: vec![prost_types::DescriptorProto {
+                name: Some(message),
+                ..Default::default()
+            }],
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        };
+        // Only names absent from the pool get here, so the file cannot clash.
+        let _ = guard.add_file_descriptor_proto(file);
+    }
+}
+
+fn base_pool() -> DescriptorPool {
+    {
+        // Both sets are produced by our build (xds-api ships one, build.rs writes the other), so a
+        // failure here is a build defect, not an input error.
+        let mut pool = DescriptorPool::decode(xds_api::FILE_DESCRIPTOR_SET)
+            .unwrap_or_else(|e| panic!("xds-api descriptor set is invalid: {e}"));
+        let ext = prost_types::FileDescriptorSet::decode(EXT_DESCRIPTORS)
+            .unwrap_or_else(|e| panic!("extension descriptor set is invalid: {e}"));
+        pool.add_file_descriptor_set(ext)
+            .unwrap_or_else(|e| panic!("extension descriptors do not link: {e}"));
+        pool
+    }
+}
+
+/// The full message name in a type URL (`type.googleapis.com/envoy.config.listener.v3.Listener`).
+pub fn type_name(type_url: &str) -> &str {
+    type_url.rsplit('/').next().unwrap_or(type_url)
+}
+
+/// Whether the pool has a real descriptor (not a placeholder) for this type URL or name.
+pub fn is_known(type_url: &str) -> bool {
+    pool()
+        .get_message_by_name(type_name(type_url))
+        .is_some_and(|d| !d.parent_file().name().starts_with(PLACEHOLDER_DIR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_has_core_and_extension_types() {
+        for name in [
+            "envoy.config.bootstrap.v3.Bootstrap",
+            "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+            "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "udpa.type.v1.TypedStruct",
+        ] {
+            assert!(pool().get_message_by_name(name).is_some(), "{name} missing");
+        }
+        assert!(!is_known("type.googleapis.com/example.NotRegistered"));
+    }
+}

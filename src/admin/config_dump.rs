@@ -1,0 +1,139 @@
+//! `/config_dump` and `/server_info` in Envoy's JSON shapes (readable by `istioctl proxy-config`).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use layer8_xds::json::to_json;
+use layer8_xds::pb::envoy::admin::v3 as admin;
+use layer8_xds::pb::ext::envoy::admin::v3 as admin_ext;
+use layer8_xds::pb::google::protobuf::{Any, Timestamp};
+use serde_json::{json, Value};
+
+use crate::server::State;
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn pack<M: prost::Name>(m: &M) -> Option<Any> {
+    Any::from_msg(m).ok()
+}
+
+/// The full config dump, optionally filtered to one resource kind (`?resource=`).
+pub fn config_dump(state: &Arc<State>, resource: Option<&str>) -> Value {
+    let b = &state.bootstrap;
+    let updated = Some(timestamp(state.started_wall));
+    let sr = b.static_resources.clone().unwrap_or_default();
+    let mut configs = Vec::new();
+    configs.extend(pack(&admin_ext::BootstrapConfigDump {
+        bootstrap: Some(b.clone()),
+        last_updated: updated,
+    }));
+    configs.extend(pack(&admin::ClustersConfigDump {
+        version_info: String::new(),
+        static_clusters: sr
+            .clusters
+            .iter()
+            .map(|c| admin::clusters_config_dump::StaticCluster {
+                cluster: pack(c),
+                last_updated: updated,
+            })
+            .collect(),
+        dynamic_active_clusters: Vec::new(),
+        dynamic_warming_clusters: Vec::new(),
+    }));
+    configs.extend(pack(&admin::ListenersConfigDump {
+        version_info: String::new(),
+        static_listeners: sr
+            .listeners
+            .iter()
+            .map(|l| admin::listeners_config_dump::StaticListener {
+                listener: pack(l),
+                last_updated: updated,
+            })
+            .collect(),
+        dynamic_listeners: Vec::new(),
+    }));
+    let mut static_routes = Vec::new();
+    for l in &sr.listeners {
+        for fc in &l.filter_chains {
+            for f in &fc.filters {
+                use layer8_xds::pb::envoy::config::listener::v3::filter::ConfigType;
+                use layer8_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+                let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+                    continue;
+                };
+                let Ok(h) = any.to_msg::<hcm::HttpConnectionManager>() else {
+                    continue;
+                };
+                if let Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(rc)) =
+                    h.route_specifier
+                {
+                    static_routes.push(admin::routes_config_dump::StaticRouteConfig {
+                        route_config: pack(&rc),
+                        last_updated: updated,
+                    });
+                }
+            }
+        }
+    }
+    configs.extend(pack(&admin::RoutesConfigDump {
+        static_route_configs: static_routes,
+        dynamic_route_configs: Vec::new(),
+    }));
+    configs.extend(pack(&admin_ext::SecretsConfigDump::default()));
+    let dump = admin_ext::ConfigDump { configs };
+    let mut v = to_json(&dump);
+    if let Some(r) = resource {
+        // `?resource=dynamic_listeners` etc.: flatten the named field across configs.
+        let items: Vec<Value> = v["configs"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| c.get(r))
+                    .flat_map(|x| x.as_array().cloned().unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v = json!({ "configs": items });
+    }
+    if v.get("configs").is_none() {
+        v = json!({ "configs": [] });
+    }
+    v
+}
+
+/// `/server_info`.
+pub fn server_info(state: &Arc<State>) -> Value {
+    let uptime = state.started.elapsed();
+    let info = admin_ext::ServerInfo {
+        version: format!("layer8/{}/Clean/RELEASE/rustls", env!("CARGO_PKG_VERSION")),
+        state: admin_ext::server_info::State::Live as i32,
+        uptime_current_epoch: Some(layer8_xds::pb::google::protobuf::Duration {
+            seconds: uptime.as_secs() as i64,
+            nanos: 0,
+        }),
+        uptime_all_epochs: Some(layer8_xds::pb::google::protobuf::Duration {
+            seconds: uptime.as_secs() as i64,
+            nanos: 0,
+        }),
+        hot_restart_version: "disabled".into(),
+        command_line_options: Some(admin_ext::CommandLineOptions {
+            concurrency: state.options.concurrency as u32,
+            config_path: state.options.config_path.clone().unwrap_or_default(),
+            drain_time: Some(layer8_xds::pb::google::protobuf::Duration {
+                seconds: state.options.drain_time_s as i64,
+                nanos: 0,
+            }),
+            allow_unknown_static_fields: state.options.allow_unknown_static_fields,
+            ..Default::default()
+        }),
+        node: state.bootstrap.node.clone(),
+        hot_restart_initializing: false,
+    };
+    to_json(&info)
+}

@@ -1,0 +1,685 @@
+//! `RouteConfiguration` -> [`RouteTable`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use layer8_xds::pb::envoy::config::core::v3 as core;
+use layer8_xds::pb::envoy::config::route::v3 as pb;
+use layer8_xds::pb::envoy::r#type::matcher::v3 as pbm;
+
+use super::{timeout, ConfigError, Ctx, Notes};
+use crate::model::matcher::{
+    full_regex, HeaderKey, HeaderMatch, HeaderValueMatch, QueryMatch, StringMatch,
+};
+use crate::model::route::*;
+
+/// Compile a route configuration.
+pub fn translate(
+    rc: &pb::RouteConfiguration,
+    notes: &mut Notes,
+) -> Result<RouteTable, ConfigError> {
+    let ctx = Ctx::new("route_configuration", &rc.name);
+    let mut table = RouteTable {
+        name: rc.name.clone(),
+        ignore_port_in_host_matching: rc.ignore_port_in_host_matching,
+        request_headers: header_ops(
+            &rc.request_headers_to_add,
+            &rc.request_headers_to_remove,
+            &ctx.at("request_headers_to_add"),
+        )?,
+        response_headers: header_ops(
+            &rc.response_headers_to_add,
+            &rc.response_headers_to_remove,
+            &ctx.at("response_headers_to_add"),
+        )?,
+        ..Default::default()
+    };
+    let mut suffix = Vec::new();
+    let mut prefix = Vec::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+        let vctx = ctx.at(format!("virtual_hosts[{i}]"));
+        let compiled = virtual_host(vh, &vctx, notes)?;
+        let idx = table.virtual_hosts.len();
+        for (j, d) in vh.domains.iter().enumerate() {
+            let d = d.to_ascii_lowercase();
+            if let Some(other) = seen.insert(d.clone(), vh.name.clone()) {
+                return Err(vctx.at(format!("domains[{j}]")).err(format!(
+                    "only unique values for domains are permitted: '{d}' is also in virtual host '{other}'"
+                )));
+            }
+            if d == "*" {
+                table.default = Some(idx);
+            } else if let Some(s) = d.strip_prefix('*') {
+                suffix.push((s.to_string(), idx));
+            } else if let Some(p) = d.strip_suffix('*') {
+                prefix.push((p.to_string(), idx));
+            } else if d.contains('*') {
+                return Err(vctx
+                    .at(format!("domains[{j}]"))
+                    .err("wildcards are only allowed at the start or end"));
+            } else {
+                table.exact.insert(d, idx);
+            }
+        }
+        table.virtual_hosts.push(Arc::new(compiled));
+    }
+    suffix.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+    prefix.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+    table.suffix = suffix;
+    table.prefix = prefix;
+    Ok(table)
+}
+
+fn virtual_host(
+    vh: &pb::VirtualHost,
+    ctx: &Ctx,
+    notes: &mut Notes,
+) -> Result<VirtualHost, ConfigError> {
+    let mut routes = Vec::with_capacity(vh.routes.len());
+    for (i, r) in vh.routes.iter().enumerate() {
+        routes.push(route(r, &ctx.at(format!("routes[{i}]")), notes)?);
+    }
+    Ok(VirtualHost {
+        name: vh.name.clone(),
+        routes,
+        request_headers: header_ops(
+            &vh.request_headers_to_add,
+            &vh.request_headers_to_remove,
+            &ctx.at("request_headers_to_add"),
+        )?,
+        response_headers: header_ops(
+            &vh.response_headers_to_add,
+            &vh.response_headers_to_remove,
+            &ctx.at("response_headers_to_add"),
+        )?,
+        retry_policy: vh
+            .retry_policy
+            .as_ref()
+            .map(|p| retry_policy(p, &ctx.at("retry_policy")))
+            .transpose()?
+            .map(Arc::new),
+    })
+}
+
+fn route(r: &pb::Route, ctx: &Ctx, notes: &mut Notes) -> Result<Route, ConfigError> {
+    let m = r
+        .r#match
+        .as_ref()
+        .ok_or_else(|| ctx.at("match").err("required"))?;
+    let matcher = route_match(m, &ctx.at("match"))?;
+    let actx = ctx.at("action");
+    let action = match &r.action {
+        Some(pb::route::Action::Route(ra)) => {
+            RouteAction::Forward(Box::new(forward(ra, &ctx.at("route"), &matcher, notes)?))
+        }
+        Some(pb::route::Action::Redirect(rd)) => {
+            RouteAction::Redirect(redirect(rd, &ctx.at("redirect"))?)
+        }
+        Some(pb::route::Action::DirectResponse(dr)) => {
+            let status = StatusCode::from_u16(dr.status as u16)
+                .ok()
+                .filter(|s| (200..600).contains(&s.as_u16()))
+                .ok_or_else(|| {
+                    ctx.at("direct_response.status")
+                        .err("must be in [200, 600)")
+                })?;
+            let body = match dr.body.as_ref().and_then(|b| b.specifier.as_ref()) {
+                None => bytes::Bytes::new(),
+                Some(core::data_source::Specifier::InlineString(s)) => {
+                    bytes::Bytes::from(s.clone())
+                }
+                Some(core::data_source::Specifier::InlineBytes(b)) => bytes::Bytes::from(b.clone()),
+                Some(core::data_source::Specifier::Filename(f)) => {
+                    std::fs::read(f).map(bytes::Bytes::from).map_err(|e| {
+                        ctx.at("direct_response.body.filename")
+                            .err(format!("{f}: {e}"))
+                    })?
+                }
+                Some(_) => {
+                    return Err(ctx
+                        .at("direct_response.body")
+                        .err("unsupported data source"))
+                }
+            };
+            RouteAction::Direct { status, body }
+        }
+        Some(pb::route::Action::NonForwardingAction(_)) => RouteAction::NonForwarding,
+        Some(_) => return Err(actx.err("unsupported route action")),
+        None => return Err(actx.err("one of route, redirect or direct_response is required")),
+    };
+    Ok(Route {
+        name: r.name.clone(),
+        matcher,
+        action,
+        request_headers: header_ops(
+            &r.request_headers_to_add,
+            &r.request_headers_to_remove,
+            &ctx.at("request_headers_to_add"),
+        )?,
+        response_headers: header_ops(
+            &r.response_headers_to_add,
+            &r.response_headers_to_remove,
+            &ctx.at("response_headers_to_add"),
+        )?,
+    })
+}
+
+fn route_match(m: &pb::RouteMatch, ctx: &Ctx) -> Result<RouteMatch, ConfigError> {
+    use pb::route_match::PathSpecifier as P;
+    let case_sensitive = m.case_sensitive.as_ref().is_none_or(|b| b.value);
+    let path = match &m.path_specifier {
+        Some(P::Prefix(p)) => PathMatch::Prefix(if case_sensitive {
+            p.clone()
+        } else {
+            p.to_ascii_lowercase()
+        }),
+        Some(P::Path(p)) => PathMatch::Exact(if case_sensitive {
+            p.clone()
+        } else {
+            p.to_ascii_lowercase()
+        }),
+        Some(P::SafeRegex(r)) => PathMatch::Regex(
+            full_regex(&r.regex).map_err(|e| ctx.at("safe_regex.regex").err(e.to_string()))?,
+        ),
+        Some(P::PathSeparatedPrefix(p)) => {
+            if p.contains(['?', '#']) || (p.len() > 1 && p.ends_with('/')) {
+                return Err(ctx
+                    .at("path_separated_prefix")
+                    .err("must not contain '?' or '#' nor end with '/'"));
+            }
+            PathMatch::SeparatedPrefix(p.clone())
+        }
+        Some(_) => return Err(ctx.at("path_specifier").err("unsupported path matcher")),
+        None => {
+            return Err(ctx
+                .at("path_specifier")
+                .err("one of prefix, path, safe_regex or path_separated_prefix is required"))
+        }
+    };
+    let headers = m
+        .headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| header_matcher(h, &ctx.at(format!("headers[{i}]"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let query = m
+        .query_parameters
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let qctx = ctx.at(format!("query_parameters[{i}]"));
+            use pb::query_parameter_matcher::QueryParameterMatchSpecifier as Q;
+            let value = match &q.query_parameter_match_specifier {
+                Some(Q::StringMatch(s)) => Some(string_matcher(s, &qctx.at("string_match"))?),
+                Some(Q::PresentMatch(_)) | None => None,
+            };
+            Ok(QueryMatch {
+                name: q.name.clone(),
+                value,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(RouteMatch {
+        path,
+        case_sensitive,
+        headers,
+        query,
+        grpc: m.grpc.is_some(),
+    })
+}
+
+/// Compile a `StringMatcher`.
+pub fn string_matcher(s: &pbm::StringMatcher, ctx: &Ctx) -> Result<StringMatch, ConfigError> {
+    use pbm::string_matcher::MatchPattern as M;
+    let ic = s.ignore_case;
+    let norm = |v: &str| {
+        if ic {
+            v.to_ascii_lowercase()
+        } else {
+            v.to_string()
+        }
+    };
+    Ok(match &s.match_pattern {
+        Some(M::Exact(v)) => StringMatch::Exact(v.clone(), ic),
+        Some(M::Prefix(v)) => StringMatch::Prefix(v.clone(), ic),
+        Some(M::Suffix(v)) => StringMatch::Suffix(v.clone(), ic),
+        Some(M::Contains(v)) => StringMatch::Contains(norm(v), ic),
+        Some(M::SafeRegex(r)) => StringMatch::Regex(
+            full_regex(&r.regex).map_err(|e| ctx.at("safe_regex.regex").err(e.to_string()))?,
+        ),
+        Some(M::Custom(_)) => {
+            return Err(ctx
+                .at("custom")
+                .err("custom string matchers are not supported"))
+        }
+        None => return Err(ctx.err("match_pattern is required")),
+    })
+}
+
+fn header_key(name: &str, ctx: &Ctx) -> Result<HeaderKey, ConfigError> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        ":authority" | "host" => HeaderKey::Authority,
+        ":path" => HeaderKey::Path,
+        ":method" => HeaderKey::Method,
+        ":scheme" => HeaderKey::Scheme,
+        other => HeaderKey::Regular(
+            HeaderName::from_bytes(other.as_bytes())
+                .map_err(|_| ctx.at("name").err(format!("invalid header name '{name}'")))?,
+        ),
+    })
+}
+
+fn header_matcher(h: &pb::HeaderMatcher, ctx: &Ctx) -> Result<HeaderMatch, ConfigError> {
+    use pb::header_matcher::HeaderMatchSpecifier as H;
+    let value = match &h.header_match_specifier {
+        None => HeaderValueMatch::Present(true),
+        Some(H::PresentMatch(p)) => HeaderValueMatch::Present(*p),
+        Some(H::ExactMatch(v)) => HeaderValueMatch::String(StringMatch::Exact(v.clone(), false)),
+        Some(H::PrefixMatch(v)) => HeaderValueMatch::String(StringMatch::Prefix(v.clone(), false)),
+        Some(H::SuffixMatch(v)) => HeaderValueMatch::String(StringMatch::Suffix(v.clone(), false)),
+        Some(H::ContainsMatch(v)) => {
+            HeaderValueMatch::String(StringMatch::Contains(v.clone(), false))
+        }
+        Some(H::SafeRegexMatch(r)) => HeaderValueMatch::String(StringMatch::Regex(
+            full_regex(&r.regex)
+                .map_err(|e| ctx.at("safe_regex_match.regex").err(e.to_string()))?,
+        )),
+        Some(H::RangeMatch(r)) => HeaderValueMatch::Range(r.start, r.end),
+        Some(H::StringMatch(s)) => {
+            HeaderValueMatch::String(string_matcher(s, &ctx.at("string_match"))?)
+        }
+    };
+    Ok(HeaderMatch {
+        name: header_key(&h.name, ctx)?,
+        value,
+        invert: h.invert_match,
+        treat_missing_as_empty: h.treat_missing_header_as_empty,
+    })
+}
+
+fn cluster_name(name: &str, ctx: &Ctx) -> Result<Arc<str>, ConfigError> {
+    if name.is_empty() {
+        return Err(ctx.err("cluster name must not be empty"));
+    }
+    Ok(Arc::from(name))
+}
+
+fn forward(
+    ra: &pb::RouteAction,
+    ctx: &Ctx,
+    m: &RouteMatch,
+    notes: &mut Notes,
+) -> Result<Forward, ConfigError> {
+    use pb::route_action::ClusterSpecifier as C;
+    let target = match &ra.cluster_specifier {
+        Some(C::Cluster(c)) => ClusterTarget::Single(cluster_name(c, &ctx.at("cluster"))?),
+        Some(C::ClusterHeader(h)) => ClusterTarget::Header(
+            HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                .map_err(|_| ctx.at("cluster_header").err("invalid header name"))?,
+        ),
+        Some(C::WeightedClusters(w)) => {
+            let wctx = ctx.at("weighted_clusters");
+            let mut clusters = Vec::new();
+            let mut total = 0u32;
+            for (i, c) in w.clusters.iter().enumerate() {
+                let cctx = wctx.at(format!("clusters[{i}]"));
+                let weight = c.weight.as_ref().map_or(0, |w| w.value);
+                if weight == 0 {
+                    continue;
+                }
+                total = total
+                    .checked_add(weight)
+                    .ok_or_else(|| cctx.at("weight").err("total weight overflows"))?;
+                clusters.push(WeightedTarget {
+                    upper: total,
+                    cluster: cluster_name(&c.name, &cctx.at("name"))?,
+                    request_headers: header_ops(
+                        &c.request_headers_to_add,
+                        &c.request_headers_to_remove,
+                        &cctx,
+                    )?,
+                    response_headers: header_ops(
+                        &c.response_headers_to_add,
+                        &c.response_headers_to_remove,
+                        &cctx,
+                    )?,
+                });
+            }
+            if total == 0 {
+                return Err(wctx
+                    .at("clusters")
+                    .err("sum of weights must be greater than 0"));
+            }
+            ClusterTarget::Weighted { clusters, total }
+        }
+        Some(_) => {
+            return Err(ctx
+                .at("cluster_specifier")
+                .err("unsupported cluster specifier"))
+        }
+        None => {
+            return Err(ctx.err("one of cluster, weighted_clusters or cluster_header is required"))
+        }
+    };
+    let rewrite = if !ra.prefix_rewrite.is_empty() {
+        if matches!(m.path, PathMatch::Regex(_)) {
+            // Envoy accepts it but it only applies to prefix/path matches.
+            notes.skip(ctx, "prefix_rewrite with a regex match");
+        }
+        Some(PathRewrite::Prefix(ra.prefix_rewrite.clone()))
+    } else if let Some(rr) = &ra.regex_rewrite {
+        let re = rr
+            .pattern
+            .as_ref()
+            .ok_or_else(|| ctx.at("regex_rewrite.pattern").err("required"))?;
+        Some(PathRewrite::Regex(
+            regex::Regex::new(&re.regex)
+                .map_err(|e| ctx.at("regex_rewrite.pattern.regex").err(e.to_string()))?,
+            envoy_substitution(&rr.substitution),
+        ))
+    } else {
+        None
+    };
+    use pb::route_action::HostRewriteSpecifier as HR;
+    let host_rewrite = match &ra.host_rewrite_specifier {
+        Some(HR::HostRewriteLiteral(h)) => Some(HostRewrite::Literal(
+            HeaderValue::from_str(h)
+                .map_err(|_| ctx.at("host_rewrite_literal").err("invalid header value"))?,
+        )),
+        Some(HR::AutoHostRewrite(b)) if b.value => Some(HostRewrite::Auto),
+        Some(HR::HostRewriteHeader(h)) => Some(HostRewrite::FromHeader(
+            HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                .map_err(|_| ctx.at("host_rewrite_header").err("invalid header name"))?,
+        )),
+        Some(HR::AutoHostRewrite(_)) | None => None,
+        Some(_) => {
+            return Err(ctx
+                .at("host_rewrite_specifier")
+                .err("unsupported host rewrite"))
+        }
+    };
+    let hash_policy = ra
+        .hash_policy
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            use pb::route_action::hash_policy::PolicySpecifier as PS;
+            let hctx = ctx.at(format!("hash_policy[{i}]"));
+            Some(match h.policy_specifier.as_ref()? {
+                PS::Header(hd) => {
+                    HeaderName::from_bytes(hd.header_name.to_ascii_lowercase().as_bytes())
+                        .map(|n| HashPolicy::Header(n, h.terminal))
+                        .map_err(|_| hctx.at("header.header_name").err("invalid header name"))
+                }
+                PS::ConnectionProperties(c) if c.source_ip => Ok(HashPolicy::SourceIp(h.terminal)),
+                PS::QueryParameter(q) => Ok(HashPolicy::Query(q.name.clone(), h.terminal)),
+                PS::Cookie(c) => Ok(HashPolicy::Cookie(c.name.clone(), h.terminal)),
+                _ => {
+                    notes.skip(&hctx, "unsupported hash policy");
+                    return None;
+                }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mirrors = ra
+        .request_mirror_policies
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mctx = ctx.at(format!("request_mirror_policies[{i}]"));
+            let per_million = match m
+                .runtime_fraction
+                .as_ref()
+                .and_then(|f| f.default_value.as_ref())
+            {
+                None => 1_000_000,
+                Some(f) => fraction_per_million(f.numerator, f.denominator),
+            };
+            Ok(Mirror {
+                cluster: cluster_name(&m.cluster, &mctx.at("cluster"))?,
+                per_million,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(Forward {
+        target,
+        timeout: timeout(
+            ra.timeout.as_ref(),
+            Some(Duration::from_secs(15)),
+            &ctx.at("timeout"),
+        )?,
+        idle_timeout: timeout(ra.idle_timeout.as_ref(), None, &ctx.at("idle_timeout"))?,
+        rewrite,
+        host_rewrite,
+        retry_policy: ra
+            .retry_policy
+            .as_ref()
+            .map(|p| retry_policy(p, &ctx.at("retry_policy")))
+            .transpose()?
+            .map(Arc::new),
+        hash_policy,
+        mirrors,
+        upgrades: true,
+    })
+}
+
+/// Percent denominators: 0 = hundred, 1 = ten thousand, 2 = million.
+pub fn fraction_per_million(numerator: u32, denominator: i32) -> u32 {
+    let n = u64::from(numerator);
+    let scaled = match denominator {
+        0 => n * 10_000,
+        1 => n * 100,
+        _ => n,
+    };
+    scaled.min(1_000_000) as u32
+}
+
+/// Envoy regex substitutions use `\1`; the regex crate uses `${1}`.
+fn envoy_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(|d| d.is_ascii_digit()) => {
+                let d = chars.next().unwrap_or('0');
+                out.push_str(&format!("${{{d}}}"));
+            }
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn retry_policy(p: &pb::RetryPolicy, ctx: &Ctx) -> Result<RetryPolicy, ConfigError> {
+    let mut rp = RetryPolicy {
+        num_retries: p.num_retries.as_ref().map_or(1, |n| n.value),
+        per_try_timeout: timeout(p.per_try_timeout.as_ref(), None, &ctx.at("per_try_timeout"))?,
+        retriable_status_codes: p.retriable_status_codes.iter().map(|c| *c as u16).collect(),
+        host_selection_attempts: p.host_selection_retry_max_attempts.max(1) as u32,
+        base_interval: Duration::from_millis(25),
+        max_interval: Duration::from_millis(250),
+        ..Default::default()
+    };
+    if let Some(b) = &p.retry_back_off {
+        if let Some(base) = &b.base_interval {
+            rp.base_interval = super::duration(base, &ctx.at("retry_back_off.base_interval"))?;
+            rp.max_interval = rp.base_interval * 10;
+        }
+        if let Some(max) = &b.max_interval {
+            rp.max_interval = super::duration(max, &ctx.at("retry_back_off.max_interval"))?;
+        }
+    }
+    for cond in p
+        .retry_on
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match cond {
+            "5xx" => rp.on_5xx = true,
+            "gateway-error" => rp.on_gateway_error = true,
+            "connect-failure" => rp.on_connect_failure = true,
+            "refused-stream" => rp.on_refused_stream = true,
+            "reset" | "reset-before-request" => rp.on_reset = true,
+            "retriable-status-codes" => rp.on_retriable_status = true,
+            // gRPC and header-based conditions are accepted; they do not trigger retries yet.
+            "cancelled"
+            | "deadline-exceeded"
+            | "internal"
+            | "resource-exhausted"
+            | "unavailable"
+            | "retriable-4xx"
+            | "retriable-headers"
+            | "envoy-ratelimited"
+            | "http3-post-connect-failure" => {}
+            other => {
+                return Err(ctx
+                    .at("retry_on")
+                    .err(format!("unknown retry condition '{other}'")))
+            }
+        }
+    }
+    for (i, pred) in p.retry_host_predicate.iter().enumerate() {
+        if pred.name.contains("previous_hosts")
+            || type_url_of(&pred.config_type).contains("PreviousHostsPredicate")
+        {
+            rp.avoid_previous_hosts = true;
+        } else {
+            return Err(ctx
+                .at(format!("retry_host_predicate[{i}]"))
+                .err(format!("unsupported predicate '{}'", pred.name)));
+        }
+    }
+    Ok(rp)
+}
+
+fn type_url_of(c: &Option<pb::retry_policy::retry_host_predicate::ConfigType>) -> &str {
+    match c {
+        Some(pb::retry_policy::retry_host_predicate::ConfigType::TypedConfig(a)) => &a.type_url,
+        None => "",
+    }
+}
+
+fn redirect(rd: &pb::RedirectAction, ctx: &Ctx) -> Result<Redirect, ConfigError> {
+    use pb::redirect_action::{
+        PathRewriteSpecifier as P, RedirectResponseCode as R, SchemeRewriteSpecifier as S,
+    };
+    let status = match R::try_from(rd.response_code).unwrap_or(R::MovedPermanently) {
+        R::MovedPermanently => StatusCode::MOVED_PERMANENTLY,
+        R::Found => StatusCode::FOUND,
+        R::SeeOther => StatusCode::SEE_OTHER,
+        R::TemporaryRedirect => StatusCode::TEMPORARY_REDIRECT,
+        R::PermanentRedirect => StatusCode::PERMANENT_REDIRECT,
+    };
+    let scheme = match &rd.scheme_rewrite_specifier {
+        Some(S::HttpsRedirect(true)) => Some("https".to_string()),
+        Some(S::SchemeRedirect(s)) => Some(s.to_ascii_lowercase()),
+        _ => None,
+    };
+    let path = match &rd.path_rewrite_specifier {
+        Some(P::PathRedirect(p)) => Some(RedirectPath::Replace(p.clone())),
+        Some(P::PrefixRewrite(p)) => Some(RedirectPath::Prefix(p.clone())),
+        Some(P::RegexRewrite(rr)) => {
+            let re = rr
+                .pattern
+                .as_ref()
+                .ok_or_else(|| ctx.at("regex_rewrite.pattern").err("required"))?;
+            Some(RedirectPath::Regex(
+                regex::Regex::new(&re.regex)
+                    .map_err(|e| ctx.at("regex_rewrite.pattern.regex").err(e.to_string()))?,
+                envoy_substitution(&rr.substitution),
+            ))
+        }
+        None => None,
+    };
+    Ok(Redirect {
+        status,
+        scheme,
+        host: (!rd.host_redirect.is_empty()).then(|| rd.host_redirect.clone()),
+        port: (rd.port_redirect != 0).then_some(rd.port_redirect as u16),
+        path,
+        strip_query: rd.strip_query,
+    })
+}
+
+/// Compile header additions and removals.
+pub fn header_ops(
+    add: &[core::HeaderValueOption],
+    remove: &[String],
+    ctx: &Ctx,
+) -> Result<HeaderOps, ConfigError> {
+    let mut ops = HeaderOps::default();
+    for (i, name) in remove.iter().enumerate() {
+        ops.remove.push(
+            HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                ctx.at(format!("[{i}]"))
+                    .err(format!("invalid header name '{name}'"))
+            })?,
+        );
+    }
+    for (i, opt) in add.iter().enumerate() {
+        let hctx = ctx.at(format!("[{i}]"));
+        let hv = opt
+            .header
+            .as_ref()
+            .ok_or_else(|| hctx.at("header").err("required"))?;
+        let name =
+            HeaderName::from_bytes(hv.key.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                hctx.at("header.key")
+                    .err(format!("invalid header name '{}'", hv.key))
+            })?;
+        let raw = if hv.value.is_empty() {
+            String::from_utf8_lossy(&hv.raw_value).into_owned()
+        } else {
+            hv.value.clone()
+        };
+        let value = header_format(&raw, &hctx.at("header.value"))?;
+        use core::header_value_option::HeaderAppendAction as A;
+        #[allow(deprecated)]
+        let legacy_append = opt.append.as_ref().map(|b| b.value);
+        let action = match legacy_append {
+            Some(true) => AppendAction::Append,
+            Some(false) => AppendAction::Overwrite,
+            None => match A::try_from(opt.append_action).unwrap_or(A::AppendIfExistsOrAdd) {
+                A::AppendIfExistsOrAdd => AppendAction::Append,
+                A::AddIfAbsent => AppendAction::AddIfAbsent,
+                A::OverwriteIfExistsOrAdd => AppendAction::Overwrite,
+                A::OverwriteIfExists => AppendAction::OverwriteIfExists,
+            },
+        };
+        ops.add.push(HeaderAdd {
+            name,
+            value,
+            action,
+        });
+    }
+    Ok(ops)
+}
+
+fn header_format(raw: &str, ctx: &Ctx) -> Result<HeaderFormat, ConfigError> {
+    let lit = |s: &str| {
+        HeaderValue::from_str(s).map_err(|_| ctx.err(format!("invalid header value '{s}'")))
+    };
+    Ok(match raw {
+        "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%" => {
+            HeaderFormat::DownstreamRemoteAddressWithoutPort
+        }
+        "%DOWNSTREAM_REMOTE_ADDRESS%" => HeaderFormat::DownstreamRemoteAddress,
+        "%DOWNSTREAM_LOCAL_ADDRESS%" => HeaderFormat::DownstreamLocalAddress,
+        "%UPSTREAM_REMOTE_ADDRESS%" => HeaderFormat::UpstreamRemoteAddress,
+        "%PROTOCOL%" => HeaderFormat::Protocol,
+        "%HOSTNAME%" => HeaderFormat::Hostname(lit(&crate::server::hostname())?),
+        s if s.starts_with("%REQ(") && s.ends_with(")%") => {
+            let name = &s[5..s.len() - 2];
+            HeaderFormat::RequestHeader(
+                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| ctx.err(format!("invalid header name in '{s}'")))?,
+            )
+        }
+        s => HeaderFormat::Literal(lit(&s.replace("%%", "%"))?),
+    })
+}

@@ -1,0 +1,89 @@
+//! Locally generated responses, with Envoy's status codes, bodies and response flags.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{Either, Full};
+
+use super::RespBody;
+
+/// Why layer8 answered instead of the upstream (Envoy's response flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// NR: no route.
+    NoRoute,
+    /// NC: no cluster.
+    NoCluster,
+    /// UH: no healthy upstream.
+    NoHealthyUpstream,
+    /// UF: upstream connection failure.
+    ConnectFailure,
+    /// UO: overflow (circuit breaker).
+    Overflow,
+    /// UT: upstream request timeout.
+    Timeout,
+    /// UC/UR: upstream reset or connection termination.
+    Reset,
+    /// DPE: downstream protocol error.
+    ProtocolError,
+}
+
+impl Flag {
+    /// The short flag Envoy logs (`%RESPONSE_FLAGS%`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Flag::NoRoute => "NR",
+            Flag::NoCluster => "NC",
+            Flag::NoHealthyUpstream => "UH",
+            Flag::ConnectFailure => "UF",
+            Flag::Overflow => "UO",
+            Flag::Timeout => "UT",
+            Flag::Reset => "UC",
+            Flag::ProtocolError => "DPE",
+        }
+    }
+}
+
+/// A plain local reply.
+pub fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
+    let body: Bytes = body.into();
+    let mut b = Response::builder().status(status);
+    if !body.is_empty() {
+        b = b.header(http::header::CONTENT_TYPE, "text/plain");
+    }
+    b.body(Either::Right(Full::new(body))).unwrap_or_else(|_| {
+        let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+/// The local reply Envoy sends for a response flag. `detail` is the transport failure reason.
+pub fn for_flag(flag: Flag, detail: &str) -> Response<RespBody> {
+    let mut resp = match flag {
+        Flag::NoRoute => reply(StatusCode::NOT_FOUND, Bytes::new()),
+        Flag::NoCluster => reply(StatusCode::SERVICE_UNAVAILABLE, Bytes::new()),
+        Flag::NoHealthyUpstream => reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+        Flag::ConnectFailure => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: {detail}"
+            ),
+        ),
+        Flag::Overflow => {
+            let mut r = reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            );
+            r.headers_mut().insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+            r
+        }
+        Flag::Timeout => reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
+        Flag::Reset => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+        ),
+        Flag::ProtocolError => reply(StatusCode::BAD_REQUEST, "Bad Request"),
+    };
+    resp.extensions_mut().insert(flag);
+    resp
+}

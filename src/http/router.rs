@@ -1,0 +1,978 @@
+//! `envoy.filters.http.router`: route lookup, local actions (direct response, redirect) and
+//! forwarding to a cluster with timeouts, retries, header mutations and mirroring.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Incoming};
+use xxhash_rust::xxh64::xxh64;
+
+use super::headers::{self, FormatCtx};
+use super::local_reply::{self, Flag};
+use super::{ConnCtx, RespBody};
+use crate::model::cluster::Discovery;
+use crate::model::listener::{RouteSource, ServerHeader};
+use crate::model::matcher::{HeaderKey, HeaderValueMatch};
+use crate::model::route::*;
+use crate::upstream::{pool, Cluster, Host, UpstreamError};
+
+/// Largest request body buffered so it can be retried or mirrored.
+const MAX_REPLAY_BODY: usize = 64 * 1024;
+
+/// Handle one downstream request.
+pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody> {
+    let hcm = &ctx.hcm;
+    let stats = &hcm.stats;
+    stats.rq_total.increment(1);
+    stats.rq_active.increment(1.0);
+    let version = req.version();
+    if version == Version::HTTP_2 {
+        stats.rq_http2.increment(1);
+    } else {
+        stats.rq_http1.increment(1);
+    }
+    let mut resp = route_and_forward(req, &ctx).await;
+    // Answer in the downstream's protocol, whatever the upstream spoke (HTTP/1.0 upstreams).
+    *resp.version_mut() = if version == Version::HTTP_2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    stats.rq_active.decrement(1.0);
+    if let Some(c) = stats
+        .rq_class
+        .get(usize::from(resp.status().as_u16() / 100).wrapping_sub(1))
+    {
+        c.increment(1);
+    }
+    match hcm.server_header {
+        ServerHeader::Overwrite => {
+            resp.headers_mut()
+                .insert(header::SERVER, hcm.server_name.clone());
+        }
+        ServerHeader::AppendIfAbsent => {
+            if !resp.headers().contains_key(header::SERVER) {
+                resp.headers_mut()
+                    .insert(header::SERVER, hcm.server_name.clone());
+            }
+        }
+        ServerHeader::PassThrough => {}
+    }
+    resp
+}
+
+fn authority(req: &Request<Incoming>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_ascii_lowercase());
+    }
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase)
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%@".contains(&b))
+}
+
+/// Remove dot segments (RFC 3986 5.2.4) and optionally merge slashes.
+fn normalize(path: &str, merge_slashes: bool) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
+    for seg in path.split('/').skip(1) {
+        match seg {
+            "." => {}
+            ".." => {
+                out.pop();
+            }
+            "" if merge_slashes => {}
+            s => out.push(s),
+        }
+    }
+    let mut s = String::with_capacity(path.len());
+    for seg in &out {
+        s.push('/');
+        s.push_str(seg);
+    }
+    if trailing && !s.ends_with('/') || s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+async fn route_and_forward(mut req: Request<Incoming>, ctx: &Arc<ConnCtx>) -> Response<RespBody> {
+    let hcm = &ctx.hcm;
+    let Some(host) = authority(&req) else {
+        return local_reply::reply(StatusCode::BAD_REQUEST, "missing host header");
+    };
+    if !valid_host(&host) {
+        return local_reply::reply(StatusCode::BAD_REQUEST, "Bad Request");
+    }
+    if hcm.normalize_path || hcm.merge_slashes {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let (path, query) = pq.split_once('?').map_or((pq, None), |(p, q)| (p, Some(q)));
+        let np = if hcm.normalize_path {
+            normalize(path, hcm.merge_slashes)
+        } else {
+            normalize_slashes(path)
+        };
+        if np != path {
+            let new = match query {
+                Some(q) => format!("{np}?{q}"),
+                None => np,
+            };
+            if let Ok(uri) = rebuild_uri(req.uri(), &new) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    let snapshot = ctx.state.snapshots.load();
+    let table = match &hcm.routes {
+        RouteSource::Static(t) => t.clone(),
+        RouteSource::Rds(name) => match snapshot.routes.get(name) {
+            Some(t) => t.clone(),
+            None => {
+                hcm.stats.no_route.increment(1);
+                return local_reply::for_flag(Flag::NoRoute, "");
+            }
+        },
+    };
+    let host_for_match = if table.ignore_port_in_host_matching {
+        strip_port(&host)
+    } else {
+        &host
+    };
+    let Some(vh) = table.find_virtual_host(host_for_match) else {
+        hcm.stats.no_route.increment(1);
+        return local_reply::for_flag(Flag::NoRoute, "");
+    };
+    let Some(route) = vh.routes.iter().find(|r| matches(&r.matcher, &req, &host)) else {
+        hcm.stats.no_route.increment(1);
+        return local_reply::for_flag(Flag::NoRoute, "");
+    };
+    let protocol = if req.version() == Version::HTTP_2 {
+        "HTTP/2"
+    } else {
+        "HTTP/1.1"
+    };
+    let mut resp = match &route.action {
+        RouteAction::Direct { status, body } => {
+            hcm.stats.rq_direct_response.increment(1);
+            local_reply::reply(*status, body.clone())
+        }
+        RouteAction::Redirect(r) => {
+            hcm.stats.rq_redirect.increment(1);
+            redirect(r, &req, &host, &route.matcher)
+        }
+        RouteAction::NonForwarding => local_reply::for_flag(Flag::NoRoute, ""),
+        RouteAction::Forward(fwd) => {
+            return forward(req, ctx, &snapshot, &table, vh, route, fwd, host).await;
+        }
+    };
+    let fctx = FormatCtx {
+        info: &ctx.info,
+        protocol,
+        request: Some(req.headers()),
+        upstream: None,
+    };
+    headers::apply(&route.response_headers, resp.headers_mut(), &fctx);
+    headers::apply(&vh.response_headers, resp.headers_mut(), &fctx);
+    headers::apply(&table.response_headers, resp.headers_mut(), &fctx);
+    resp
+}
+
+fn normalize_slashes(path: &str) -> String {
+    let mut s = String::with_capacity(path.len());
+    let mut prev = false;
+    for c in path.chars() {
+        if c == '/' && prev {
+            continue;
+        }
+        prev = c == '/';
+        s.push(c);
+    }
+    s
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, p))
+            if p.chars().all(|c| c.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) =>
+        {
+            h
+        }
+        _ => host,
+    }
+}
+
+fn rebuild_uri(old: &Uri, path_and_query: &str) -> Result<Uri, http::Error> {
+    let mut parts = Uri::builder();
+    if let Some(s) = old.scheme() {
+        parts = parts.scheme(s.clone());
+    }
+    if let Some(a) = old.authority() {
+        parts = parts.authority(a.clone());
+    }
+    parts.path_and_query(path_and_query).build()
+}
+
+fn header_value<'a>(
+    req: &'a Request<Incoming>,
+    key: &HeaderKey,
+    host: &'a str,
+) -> Option<std::borrow::Cow<'a, str>> {
+    use std::borrow::Cow;
+    match key {
+        HeaderKey::Authority => Some(Cow::Borrowed(host)),
+        HeaderKey::Path => Some(Cow::Borrowed(
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+        )),
+        HeaderKey::Method => Some(Cow::Borrowed(req.method().as_str())),
+        HeaderKey::Scheme => Some(Cow::Borrowed(req.uri().scheme_str().unwrap_or("http"))),
+        HeaderKey::Regular(n) => {
+            let mut it = req.headers().get_all(n).iter();
+            let first = it.next()?;
+            let rest: Vec<&HeaderValue> = it.collect();
+            if rest.is_empty() {
+                first.to_str().ok().map(Cow::Borrowed)
+            } else {
+                let mut s = String::from_utf8_lossy(first.as_bytes()).into_owned();
+                for v in rest {
+                    s.push(',');
+                    s.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                }
+                Some(Cow::Owned(s))
+            }
+        }
+    }
+}
+
+/// Whether a route's match criteria accept the request.
+pub fn matches(m: &RouteMatch, req: &Request<Incoming>, host: &str) -> bool {
+    let path = req.uri().path();
+    let ok = match &m.path {
+        PathMatch::Prefix(p) => {
+            if m.case_sensitive {
+                path.starts_with(p.as_str())
+            } else {
+                path.get(..p.len())
+                    .is_some_and(|x| x.eq_ignore_ascii_case(p))
+            }
+        }
+        PathMatch::Exact(p) => {
+            if m.case_sensitive {
+                path == p
+            } else {
+                path.eq_ignore_ascii_case(p)
+            }
+        }
+        PathMatch::Regex(r) => r.is_match(path),
+        PathMatch::SeparatedPrefix(p) => {
+            path.starts_with(p.as_str())
+                && (path.len() == p.len() || path.as_bytes().get(p.len()) == Some(&b'/'))
+        }
+    };
+    if !ok {
+        return false;
+    }
+    if m.grpc
+        && !req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    {
+        return false;
+    }
+    for h in &m.headers {
+        let value = header_value(req, &h.name, host);
+        let result = match (&h.value, value) {
+            (HeaderValueMatch::Present(want), v) => v.is_some() == *want,
+            (_, None) if !h.treat_missing_as_empty => false,
+            (HeaderValueMatch::String(s), v) => s.matches(v.as_deref().unwrap_or("")),
+            (HeaderValueMatch::Range(a, b), v) => v
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .is_some_and(|n| n >= *a && n < *b),
+        };
+        if result == h.invert {
+            return false;
+        }
+    }
+    if !m.query.is_empty() {
+        let q = req.uri().query().unwrap_or("");
+        for qm in &m.query {
+            let found = q.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k == qm.name).then_some(v)
+            });
+            let ok = match (&qm.value, found) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(s), Some(v)) => s.matches(v),
+            };
+            if !ok {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn redirect(
+    r: &Redirect,
+    req: &Request<Incoming>,
+    host: &str,
+    m: &RouteMatch,
+) -> Response<RespBody> {
+    let scheme = r
+        .scheme
+        .clone()
+        .unwrap_or_else(|| req.uri().scheme_str().unwrap_or("http").to_string());
+    let (orig_host, orig_port) = match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.is_empty() => {
+            (h.to_string(), Some(p.to_string()))
+        }
+        _ => (host.to_string(), None),
+    };
+    let new_host = r.host.clone().unwrap_or(orig_host);
+    let port = match (r.port, &r.scheme, orig_port) {
+        (Some(p), _, _) => Some(p.to_string()),
+        (None, Some(_), _) => None, // scheme change drops the original port, as Envoy does
+        (None, None, p) if r.host.is_none() => p,
+        (None, None, _) => None,
+    };
+    let port =
+        port.filter(|p| !((scheme == "http" && p == "80") || (scheme == "https" && p == "443")));
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let (path, query) = pq.split_once('?').map_or((pq, None), |(p, q)| (p, Some(q)));
+    let mut new_path = match &r.path {
+        None => pq.to_string(),
+        Some(RedirectPath::Replace(p)) => {
+            if p.contains('?') || r.strip_query {
+                p.clone()
+            } else {
+                match query {
+                    Some(q) => format!("{p}?{q}"),
+                    None => p.clone(),
+                }
+            }
+        }
+        Some(RedirectPath::Prefix(prefix)) => {
+            let matched_len = match &m.path {
+                PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) => p.len(),
+                PathMatch::Exact(p) => p.len(),
+                PathMatch::Regex(_) => 0,
+            };
+            let rest = path.get(matched_len..).unwrap_or("");
+            match query {
+                Some(q) => format!("{prefix}{rest}?{q}"),
+                None => format!("{prefix}{rest}"),
+            }
+        }
+        Some(RedirectPath::Regex(re, sub)) => {
+            let p = re.replace_all(path, sub.as_str()).into_owned();
+            match query {
+                Some(q) => format!("{p}?{q}"),
+                None => p,
+            }
+        }
+    };
+    if r.strip_query {
+        if let Some(i) = new_path.find('?') {
+            new_path.truncate(i);
+        }
+    }
+    let location = match port {
+        Some(p) => format!("{scheme}://{new_host}:{p}{new_path}"),
+        None => format!("{scheme}://{new_host}{new_path}"),
+    };
+    let mut resp = local_reply::reply(r.status, Bytes::new());
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn pick_cluster<'a>(
+    fwd: &'a Forward,
+    req: &Request<Incoming>,
+) -> Result<(std::borrow::Cow<'a, str>, Option<&'a WeightedTarget>), ()> {
+    use std::borrow::Cow;
+    match &fwd.target {
+        ClusterTarget::Single(c) => Ok((Cow::Borrowed(c), None)),
+        ClusterTarget::Weighted { clusters, total } => {
+            let r = rand::random_range(0..*total);
+            let t = clusters.iter().find(|t| r < t.upper).ok_or(())?;
+            Ok((Cow::Borrowed(&t.cluster), Some(t)))
+        }
+        ClusterTarget::Header(h) => req
+            .headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| (Cow::Owned(s.to_string()), None))
+            .ok_or(()),
+    }
+}
+
+fn request_hash(policies: &[HashPolicy], req: &Request<Incoming>, ctx: &ConnCtx) -> Option<u64> {
+    let mut hash: Option<u64> = None;
+    for p in policies {
+        let (h, terminal) = match p {
+            HashPolicy::Header(n, t) => (req.headers().get(n).map(|v| xxh64(v.as_bytes(), 0)), *t),
+            HashPolicy::SourceIp(t) => (
+                Some(xxh64(ctx.info.peer.ip().to_string().as_bytes(), 0)),
+                *t,
+            ),
+            HashPolicy::Query(name, t) => (
+                req.uri().query().and_then(|q| {
+                    q.split('&').find_map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                        (k == name).then(|| xxh64(v.as_bytes(), 0))
+                    })
+                }),
+                *t,
+            ),
+            HashPolicy::Cookie(name, t) => (
+                req.headers()
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find_map(|c| {
+                        c.split(';').find_map(|kv| {
+                            let (k, v) = kv.trim().split_once('=')?;
+                            (k == name).then(|| xxh64(v.as_bytes(), 0))
+                        })
+                    }),
+                *t,
+            ),
+        };
+        if let Some(h) = h {
+            hash = Some(match hash {
+                Some(prev) => prev.rotate_left(1) ^ h,
+                None => h,
+            });
+            if terminal {
+                break;
+            }
+        }
+    }
+    hash
+}
+
+struct InFlight<'a>(&'a Cluster);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.circuit.requests.fetch_sub(1, Ordering::Relaxed);
+        self.0.stats.rq_active.decrement(1.0);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    req: Request<Incoming>,
+    ctx: &Arc<ConnCtx>,
+    snapshot: &crate::model::Snapshot,
+    table: &RouteTable,
+    vh: &VirtualHost,
+    route: &Route,
+    fwd: &Forward,
+    host: String,
+) -> Response<RespBody> {
+    let hcm = &ctx.hcm;
+    let started = Instant::now();
+    let Ok((cluster_name, weighted)) = pick_cluster(fwd, &req) else {
+        hcm.stats.no_cluster.increment(1);
+        return local_reply::for_flag(Flag::NoCluster, "");
+    };
+    let Some(cluster) = snapshot.cluster(&cluster_name).cloned() else {
+        hcm.stats.no_cluster.increment(1);
+        return local_reply::for_flag(Flag::NoCluster, "");
+    };
+    let downstream_h2 = req.version() == Version::HTTP_2;
+    let protocol = if downstream_h2 { "HTTP/2" } else { "HTTP/1.1" };
+    let hash = if fwd.hash_policy.is_empty() {
+        None
+    } else {
+        request_hash(&fwd.hash_policy, &req, ctx)
+    };
+    let retry = fwd
+        .retry_policy
+        .as_ref()
+        .or(vh.retry_policy.as_ref())
+        .cloned();
+
+    // Circuit breaker: max_requests.
+    if cluster.circuit.requests.load(Ordering::Relaxed) >= cluster.config.thresholds.max_requests {
+        cluster.stats.rq_pending_overflow.increment(1);
+        return local_reply::for_flag(Flag::Overflow, "");
+    }
+    cluster.circuit.requests.fetch_add(1, Ordering::Relaxed);
+    cluster.stats.rq_active.increment(1.0);
+    let _inflight = InFlight(&cluster);
+    cluster.stats.rq_total.increment(1);
+
+    let (mut parts, body) = req.into_parts();
+    let downstream_headers = parts.headers.clone();
+    let is_upgrade = parts.headers.contains_key(header::UPGRADE)
+        && parts
+            .headers
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+        && hcm.upgrades.iter().any(|u| {
+            parts
+                .headers
+                .get(header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case(u))
+        });
+    let downstream_upgrade = if is_upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+
+    // Request headers: hop-by-hop, forwarding headers, configured mutations.
+    headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
+    add_forwarding_headers(&mut parts.headers, ctx);
+    if let Some(t) = fwd.timeout {
+        if let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string()) {
+            parts.headers.insert("x-envoy-expected-rq-timeout-ms", v);
+        }
+    }
+    let fctx = FormatCtx {
+        info: &ctx.info,
+        protocol,
+        request: None,
+        upstream: None,
+    };
+    headers::apply(&route.request_headers, &mut parts.headers, &fctx);
+    if let Some(w) = weighted {
+        headers::apply(&w.request_headers, &mut parts.headers, &fctx);
+    }
+    headers::apply(&vh.request_headers, &mut parts.headers, &fctx);
+    headers::apply(&table.request_headers, &mut parts.headers, &fctx);
+
+    // Path and host rewrites.
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let new_pq = rewrite_path(&pq, &fwd.rewrite, &route.matcher);
+    let mut authority = host.clone();
+    match &fwd.host_rewrite {
+        Some(HostRewrite::Literal(v)) => authority = v.to_str().unwrap_or(&host).to_string(),
+        Some(HostRewrite::FromHeader(n)) => {
+            if let Some(v) = parts.headers.get(n).and_then(|v| v.to_str().ok()) {
+                authority = v.to_string();
+            }
+        }
+        Some(HostRewrite::Auto) | None => {}
+    }
+    if authority != host {
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            parts.headers.insert("x-forwarded-host", v);
+        }
+    }
+
+    // Body: buffer small ones so they can be retried or mirrored.
+    let replayable = body.is_end_stream()
+        || (retry.is_some() || !fwd.mirrors.is_empty())
+            && body
+                .size_hint()
+                .upper()
+                .is_some_and(|u| u as usize <= MAX_REPLAY_BODY);
+    let mut streaming: Option<Incoming> = None;
+    let mut buffered: Option<Bytes> = None;
+    if body.is_end_stream() {
+        buffered = Some(Bytes::new());
+    } else if replayable {
+        match Limited::new(body, MAX_REPLAY_BODY).collect().await {
+            Ok(c) => buffered = Some(c.to_bytes()),
+            Err(_) => return local_reply::for_flag(Flag::Reset, ""),
+        }
+    } else {
+        streaming = Some(body);
+    }
+
+    for m in &fwd.mirrors {
+        if let (Some(b), Some(mc)) = (&buffered, snapshot.cluster(&m.cluster)) {
+            if m.per_million >= 1_000_000 || rand::random_range(0..1_000_000) < m.per_million {
+                spawn_mirror(mc.clone(), &parts, &new_pq, &authority, b.clone());
+            }
+        }
+    }
+
+    let deadline = fwd.timeout.map(|t| started + t);
+    let max_attempts = 1 + retry.as_ref().map_or(0, |r| r.num_retries);
+    let mut tried: Vec<Arc<Host>> = Vec::new();
+    let mut attempt = 0u32;
+    let mut last: Response<RespBody>;
+    loop {
+        attempt += 1;
+        let avoid: &[Arc<Host>] = if retry.as_ref().is_some_and(|r| r.avoid_previous_hosts) {
+            &tried
+        } else {
+            &[]
+        };
+        let target = if cluster.config.discovery == Discovery::OriginalDst {
+            ctx.info.original_dst.map(|d| cluster.original_dst_host(d))
+        } else {
+            cluster.pick(hash, attempt - 1, avoid)
+        };
+        let Some(target) = target else {
+            cluster.stats.cx_none_healthy.increment(1);
+            return local_reply::for_flag(Flag::NoHealthyUpstream, "");
+        };
+        tried.push(target.clone());
+        let _active = target.start_request();
+
+        let body: pool::UpstreamBody = match (&buffered, streaming.take()) {
+            (Some(b), _) => Either::Right(Full::new(b.clone())),
+            (None, Some(s)) => Either::Left(s),
+            (None, None) => break local_reply::for_flag(Flag::Reset, ""),
+        };
+        let uri = upstream_uri(&cluster, downstream_h2, &authority, &new_pq);
+        let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
+        if let Some(h) = builder.headers_mut() {
+            *h = parts.headers.clone();
+            if let Ok(v) = HeaderValue::from_str(&authority) {
+                h.insert(header::HOST, v);
+            }
+            if matches!(fwd.host_rewrite, Some(HostRewrite::Auto)) && !target.hostname.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&target.hostname) {
+                    h.insert(header::HOST, v);
+                }
+            }
+        }
+        let Ok(mut upstream_req) = builder.body(body) else {
+            break local_reply::reply(StatusCode::BAD_REQUEST, "Bad Request");
+        };
+        if is_upgrade {
+            *upstream_req.version_mut() = Version::HTTP_11;
+        }
+
+        let per_try = retry.as_ref().and_then(|r| r.per_try_timeout);
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let limit = match (per_try, remaining) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let exchange = async {
+            let sender = pool::checkout(&cluster, &target, downstream_h2).await?;
+            sender.send(upstream_req).await
+        };
+        let outcome = match limit {
+            Some(l) => tokio::time::timeout(l, exchange).await.map_err(|_| ()),
+            None => Ok(exchange.await),
+        };
+        let retries_left = attempt < max_attempts && (buffered.is_some());
+        match outcome {
+            Err(()) => {
+                let global = deadline.is_some_and(|d| Instant::now() >= d);
+                if global {
+                    cluster.stats.rq_timeout.increment(1);
+                    hcm.stats.rq_timeout.increment(0);
+                    last = local_reply::for_flag(Flag::Timeout, "");
+                    break last;
+                }
+                cluster.stats.rq_per_try_timeout.increment(1);
+                last = local_reply::for_flag(Flag::Timeout, "");
+                let r = retry.as_deref();
+                if retries_left
+                    && r.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset)
+                    && take_retry(&cluster)
+                {
+                    backoff(r, attempt, deadline).await;
+                    continue;
+                }
+                break last;
+            }
+            Ok(Err(e)) => {
+                let (flag, detail) = match &e {
+                    UpstreamError::Overflow => (Flag::Overflow, String::new()),
+                    UpstreamError::ConnectFailure(d) => (Flag::ConnectFailure, d.clone()),
+                    UpstreamError::ConnectTimeout => {
+                        (Flag::ConnectFailure, "connection timeout".into())
+                    }
+                    UpstreamError::TlsUnsupported => (Flag::ConnectFailure, e.to_string()),
+                    UpstreamError::Reset(_) | UpstreamError::Refused => {
+                        (Flag::Reset, String::new())
+                    }
+                };
+                last = local_reply::for_flag(flag, &detail);
+                let r = retry.as_deref();
+                let retriable = r.is_some_and(|r| match &e {
+                    UpstreamError::ConnectFailure(_)
+                    | UpstreamError::ConnectTimeout
+                    | UpstreamError::TlsUnsupported => {
+                        r.on_connect_failure || r.on_5xx || r.on_gateway_error
+                    }
+                    UpstreamError::Refused => r.on_refused_stream || r.on_5xx || r.on_reset,
+                    UpstreamError::Reset(_) => r.on_reset || r.on_5xx,
+                    UpstreamError::Overflow => false,
+                });
+                // Connect failures never consumed the body, so even a streamed body can retry.
+                let body_intact = buffered.is_some()
+                    || matches!(
+                        e,
+                        UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout
+                    );
+                if retriable && attempt < max_attempts && body_intact && take_retry(&cluster) {
+                    backoff(r, attempt, deadline).await;
+                    continue;
+                }
+                break last;
+            }
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                cluster.stats.response(status);
+                if let Some(r) = retry.as_deref() {
+                    let want = (r.on_5xx && status >= 500)
+                        || (r.on_gateway_error && (502..=504).contains(&status))
+                        || (r.on_retriable_status && r.retriable_status_codes.contains(&status));
+                    if want && retries_left && take_retry(&cluster) {
+                        drop(resp);
+                        backoff(Some(r), attempt, deadline).await;
+                        continue;
+                    }
+                }
+                if attempt > 1 {
+                    cluster.stats.rq_retry_success.increment(1);
+                }
+                let upstream_addr = target.key();
+                break finish_response(
+                    resp,
+                    ctx,
+                    table,
+                    vh,
+                    route,
+                    weighted,
+                    started,
+                    protocol,
+                    &downstream_headers,
+                    upstream_addr,
+                    downstream_upgrade,
+                );
+            }
+        }
+    }
+}
+
+fn take_retry(cluster: &Cluster) -> bool {
+    let c = &cluster.circuit;
+    if c.retries.load(Ordering::Relaxed) >= cluster.config.thresholds.max_retries {
+        cluster.stats.rq_retry_overflow.increment(1);
+        return false;
+    }
+    c.retries.fetch_add(1, Ordering::Relaxed);
+    cluster.stats.rq_retry.increment(1);
+    // The retry budget is held only while backing off and re-sending; released right away here
+    // because attempts are sequential within one request.
+    c.retries.fetch_sub(1, Ordering::Relaxed);
+    true
+}
+
+async fn backoff(r: Option<&RetryPolicy>, attempt: u32, deadline: Option<Instant>) {
+    let Some(r) = r else { return };
+    let ceiling = r
+        .base_interval
+        .saturating_mul(1 << attempt.min(10))
+        .min(r.max_interval);
+    let ms = ceiling.as_millis().max(1) as u64;
+    let mut wait = Duration::from_millis(rand::random_range(0..ms));
+    if let Some(d) = deadline {
+        wait = wait.min(d.saturating_duration_since(Instant::now()));
+    }
+    tokio::time::sleep(wait).await;
+}
+
+fn upstream_uri(cluster: &Cluster, downstream_h2: bool, authority: &str, pq: &str) -> Uri {
+    use crate::model::cluster::UpstreamProtocol as P;
+    let h2 = match cluster.config.protocol {
+        P::Http2 => true,
+        P::Http1 => false,
+        P::UseDownstream => downstream_h2,
+    };
+    if h2 {
+        if let Ok(u) = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(pq)
+            .build()
+        {
+            return u;
+        }
+    }
+    pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn rewrite_path(pq: &str, rewrite: &Option<PathRewrite>, m: &RouteMatch) -> String {
+    let Some(rw) = rewrite else {
+        return pq.to_string();
+    };
+    let (path, query) = pq.split_once('?').map_or((pq, None), |(p, q)| (p, Some(q)));
+    let new_path = match rw {
+        PathRewrite::Prefix(prefix) => {
+            let matched = match &m.path {
+                PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) | PathMatch::Exact(p) => {
+                    p.len()
+                }
+                PathMatch::Regex(_) => 0,
+            };
+            format!("{prefix}{}", path.get(matched..).unwrap_or(""))
+        }
+        PathRewrite::Regex(re, sub) => re.replace_all(path, sub.as_str()).into_owned(),
+    };
+    match query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    }
+}
+
+fn add_forwarding_headers(h: &mut http::HeaderMap, ctx: &ConnCtx) {
+    let hcm = &ctx.hcm;
+    let proto = if ctx.info.transport == "tls" {
+        "https"
+    } else {
+        "http"
+    };
+    if hcm.use_remote_address {
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        if !hcm.skip_xff_append {
+            let peer = ctx.info.peer.ip().to_string();
+            let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(existing) => format!("{existing}, {peer}"),
+                None => peer,
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert("x-forwarded-for", v);
+            }
+        }
+    } else if !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    let has_id = h.contains_key("x-request-id");
+    let regenerate = hcm.use_remote_address && !hcm.preserve_external_request_id;
+    if hcm.generate_request_id && (!has_id || regenerate) {
+        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            h.insert("x-request-id", v);
+        }
+    }
+    if let Some(via) = &hcm.via {
+        h.append(header::VIA, via.clone());
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_response(
+    resp: Response<Incoming>,
+    ctx: &ConnCtx,
+    table: &RouteTable,
+    vh: &VirtualHost,
+    route: &Route,
+    weighted: Option<&WeightedTarget>,
+    started: Instant,
+    protocol: &'static str,
+    request_headers: &http::HeaderMap,
+    upstream: String,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<RespBody> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let (mut parts, body) = resp.into_parts();
+    if switching {
+        if let (Some(down), Some(up)) = (
+            downstream_upgrade,
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        ) {
+            tokio::spawn(async move {
+                if let (Ok(d), Ok(u)) = (down.await, up.await) {
+                    let mut d = hyper_util::rt::TokioIo::new(d);
+                    let mut u = hyper_util::rt::TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+                }
+            });
+        }
+    }
+    headers::strip_hop_by_hop(&mut parts.headers, switching);
+    if let Ok(v) = HeaderValue::from_str(&started.elapsed().as_millis().to_string()) {
+        parts.headers.insert("x-envoy-upstream-service-time", v);
+    }
+    let fctx = FormatCtx {
+        info: &ctx.info,
+        protocol,
+        request: Some(request_headers),
+        upstream: Some(upstream),
+    };
+    headers::apply(&route.response_headers, &mut parts.headers, &fctx);
+    if let Some(w) = weighted {
+        headers::apply(&w.response_headers, &mut parts.headers, &fctx);
+    }
+    headers::apply(&vh.response_headers, &mut parts.headers, &fctx);
+    headers::apply(&table.response_headers, &mut parts.headers, &fctx);
+    Response::from_parts(parts, Either::Left(body))
+}
+
+fn spawn_mirror(
+    cluster: Arc<Cluster>,
+    parts: &http::request::Parts,
+    pq: &str,
+    authority: &str,
+    body: Bytes,
+) {
+    let method: Method = parts.method.clone();
+    let mut headers = parts.headers.clone();
+    // Envoy appends "-shadow" to the authority of mirrored requests.
+    let shadow = format!("{authority}-shadow");
+    if let Ok(v) = HeaderValue::from_str(&shadow) {
+        headers.insert(header::HOST, v);
+    }
+    let pq = pq.to_string();
+    tokio::spawn(async move {
+        let Some(host) = cluster.pick(None, 0, &[]) else {
+            return;
+        };
+        let uri = upstream_uri(&cluster, false, &shadow, &pq);
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(h) = b.headers_mut() {
+            *h = headers;
+        }
+        let Ok(req) = b.body(Either::Right(Full::new(body))) else {
+            return;
+        };
+        if let Ok(sender) = pool::checkout(&cluster, &host, false).await {
+            if let Ok(resp) = sender.send(req).await {
+                cluster.stats.response(resp.status().as_u16());
+                let _ = resp.into_body().collect().await;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_normalization() {
+        assert_eq!(normalize("/a/./b/../c", false), "/a/c");
+        assert_eq!(normalize("/a//b", true), "/a/b");
+        assert_eq!(normalize("/..", false), "/");
+        assert_eq!(normalize("/a/b/", false), "/a/b/");
+    }
+}

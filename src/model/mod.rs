@@ -1,0 +1,13 @@
+//! layer8's compiled configuration: immutable, protobuf-free, ready for the hot path.
+//!
+//! [`config`](crate::config) builds these types once per update; the data plane only reads them.
+//! A [`Snapshot`] is the whole world at one version; it is published through
+//! [`SnapshotStore`](snapshot::SnapshotStore) (arc-swap) and never mutated.
+
+pub mod cluster;
+pub mod listener;
+pub mod matcher;
+pub mod route;
+pub mod snapshot;
+
+pub use snapshot::{Snapshot, SnapshotStore};

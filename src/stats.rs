@@ -1,0 +1,296 @@
+//! Envoy-named statistics on the `metrics` crate.
+//!
+//! layer8 installs one global recorder ([`Store`]) whose counters and gauges are plain atomics.
+//! Stats are named as Envoy names them (`cluster.<name>.upstream_rq_200`); each name is split once,
+//! at registration, into a Prometheus name and tags the way Envoy's default tag extractors do
+//! (`envoy_cluster_upstream_rq{envoy_response_code="200",envoy_cluster_name="<name>"}`). Hot-path
+//! code holds [`metrics::Counter`] handles resolved at config time; an increment is one atomic add.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use dashmap::DashMap;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+/// What kind of stat a name refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic counter.
+    Counter,
+    /// Gauge (stored as f64 bits, rendered as an integer as Envoy does).
+    Gauge,
+}
+
+#[derive(Debug)]
+struct Entry {
+    kind: Kind,
+    value: Arc<AtomicU64>,
+    prom_name: String,
+    tags: Vec<(String, String)>,
+}
+
+/// The registry behind the global recorder.
+#[derive(Debug, Default)]
+pub struct Store {
+    entries: DashMap<String, Entry>,
+}
+
+impl Store {
+    fn entry(&self, key: &Key, kind: Kind) -> Arc<AtomicU64> {
+        let name = flat_name(key);
+        if let Some(e) = self.entries.get(&name) {
+            return e.value.clone();
+        }
+        self.entries
+            .entry(name.clone())
+            .or_insert_with(|| {
+                let (prom_name, mut tags) = extract_tags(&name);
+                tags.extend(
+                    key.labels()
+                        .map(|l| (l.key().to_string(), l.value().to_string())),
+                );
+                Entry {
+                    kind,
+                    value: Arc::new(AtomicU64::new(0)),
+                    prom_name,
+                    tags,
+                }
+            })
+            .value
+            .clone()
+    }
+
+    /// Value of a stat by its Envoy name (gauges as integers), if it exists.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        self.entries.get(name).map(|e| read(e.kind, &e.value))
+    }
+
+    /// Envoy's `/stats` text: `name: value` lines sorted by name.
+    pub fn render_envoy(&self, filter: Option<&regex::Regex>, used_only: bool) -> String {
+        let mut rows: Vec<(String, u64)> = self
+            .entries
+            .iter()
+            .filter(|e| filter.is_none_or(|f| f.is_match(e.key())))
+            .map(|e| (e.key().clone(), read(e.kind, &e.value)))
+            .filter(|(_, v)| !used_only || *v != 0)
+            .collect();
+        rows.sort();
+        let mut out = String::with_capacity(rows.len() * 48);
+        for (name, value) in rows {
+            let _ = writeln!(out, "{name}: {value}");
+        }
+        out
+    }
+
+    /// Prometheus text exposition of every stat, grouped by metric name.
+    pub fn render_prometheus(&self, used_only: bool) -> String {
+        let mut rows: Vec<PromRow> = self
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.prom_name.clone(),
+                    e.kind,
+                    e.tags.clone(),
+                    read(e.kind, &e.value),
+                )
+            })
+            .filter(|r| !used_only || r.3 != 0)
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(&b.2)));
+        let mut out = String::new();
+        let mut last = String::new();
+        for (name, kind, tags, value) in rows {
+            if name != last {
+                let ty = match kind {
+                    Kind::Counter => "counter",
+                    Kind::Gauge => "gauge",
+                };
+                let _ = writeln!(out, "# TYPE {name} {ty}");
+                last.clone_from(&name);
+            }
+            let labels: Vec<String> = tags
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                .collect();
+            metrics_exporter_prometheus::formatting::write_metric_line::<&str, u64>(
+                &mut out, &name, None, &labels, None, value, None,
+            );
+        }
+        out
+    }
+}
+
+type PromRow = (String, Kind, Vec<(String, String)>, u64);
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn read(kind: Kind, v: &AtomicU64) -> u64 {
+    let raw = v.load(Ordering::Relaxed);
+    match kind {
+        Kind::Counter => raw,
+        Kind::Gauge => f64::from_bits(raw).max(0.0) as u64,
+    }
+}
+
+fn flat_name(key: &Key) -> String {
+    key.name().to_string()
+}
+
+/// Envoy's default tag extraction for the stat families layer8 emits.
+fn extract_tags(name: &str) -> (String, Vec<(String, String)>) {
+    let mut tags = Vec::new();
+    let mut rest = name.to_string();
+    // Scoped families: the second segment is the scope's name.
+    for (prefix, tag) in [
+        ("cluster.", "envoy_cluster_name"),
+        ("http.", "envoy_http_conn_manager_prefix"),
+        ("tcp.", "envoy_tcp_prefix"),
+        ("listener.", "envoy_listener_address"),
+    ] {
+        if let Some(tail) = name.strip_prefix(prefix) {
+            // Cluster and listener names may contain dots; the stat suffix is the last segment(s)
+            // after a known name, so split at the last dot.
+            if let Some((scope, stat)) = tail.rsplit_once('.') {
+                if !(prefix == "http." && stat.starts_with("rds")) {
+                    tags.push((tag.to_string(), scope.to_string()));
+                    rest = format!("{}{stat}", prefix);
+                }
+            }
+            break;
+        }
+    }
+    // Response codes: upstream_rq_200 / downstream_rq_2xx.
+    if let Some((head, code)) = rest.rsplit_once('_') {
+        if code.len() == 3
+            && (code.chars().all(|c| c.is_ascii_digit()) || code.ends_with("xx"))
+            && (head.ends_with("_rq") || head.ends_with("_rq_completed"))
+        {
+            let tag = if code.ends_with("xx") {
+                "envoy_response_code_class"
+            } else {
+                "envoy_response_code"
+            };
+            tags.push((tag.to_string(), code.trim_end_matches("xx").to_string()));
+            rest = head.to_string();
+        }
+    }
+    let prom = format!("envoy_{}", rest.replace(['.', '-'], "_"));
+    (prom, tags)
+}
+
+impl Recorder for Store {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.entry(key, Kind::Counter))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.entry(key, Kind::Gauge))
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+struct Shared(&'static Store);
+
+impl Recorder for Shared {
+    fn describe_counter(&self, k: KeyName, u: Option<Unit>, d: SharedString) {
+        self.0.describe_counter(k, u, d)
+    }
+    fn describe_gauge(&self, k: KeyName, u: Option<Unit>, d: SharedString) {
+        self.0.describe_gauge(k, u, d)
+    }
+    fn describe_histogram(&self, k: KeyName, u: Option<Unit>, d: SharedString) {
+        self.0.describe_histogram(k, u, d)
+    }
+    fn register_counter(&self, key: &Key, m: &Metadata<'_>) -> Counter {
+        self.0.register_counter(key, m)
+    }
+    fn register_gauge(&self, key: &Key, m: &Metadata<'_>) -> Gauge {
+        self.0.register_gauge(key, m)
+    }
+    fn register_histogram(&self, key: &Key, m: &Metadata<'_>) -> Histogram {
+        self.0.register_histogram(key, m)
+    }
+}
+
+/// The process-wide stat store; installs itself as the `metrics` recorder on first use.
+pub fn store() -> &'static Store {
+    static STORE: OnceLock<&'static Store> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let s: &'static Store = Box::leak(Box::default());
+        // Fails only if another recorder was installed first (tests); stats still work through
+        // the direct helpers below.
+        let _ = metrics::set_global_recorder(Shared(s));
+        s
+    })
+}
+
+/// A counter handle by Envoy name (config time; keep the handle for the hot path).
+pub fn counter(name: impl Into<String>) -> Counter {
+    store().register_counter(&Key::from_name(name.into()), &metadata())
+}
+
+/// A gauge handle by Envoy name.
+pub fn gauge(name: impl Into<String>) -> Gauge {
+    store().register_gauge(&Key::from_name(name.into()), &metadata())
+}
+
+fn metadata() -> Metadata<'static> {
+    Metadata::new(module_path!(), metrics::Level::INFO, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envoy_tag_extraction() {
+        assert_eq!(
+            extract_tags("cluster.outbound|80||a.b.svc.upstream_rq_200"),
+            (
+                "envoy_cluster_upstream_rq".into(),
+                vec![
+                    ("envoy_cluster_name".into(), "outbound|80||a.b.svc".into()),
+                    ("envoy_response_code".into(), "200".into())
+                ]
+            )
+        );
+        assert_eq!(
+            extract_tags("server.state"),
+            ("envoy_server_state".into(), vec![])
+        );
+        assert_eq!(
+            extract_tags("http.ingress.downstream_rq_2xx").1,
+            vec![
+                ("envoy_http_conn_manager_prefix".into(), "ingress".into()),
+                ("envoy_response_code_class".into(), "2".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn counters_render_in_both_formats() {
+        let c = counter("cluster.test_render.upstream_rq_503");
+        c.increment(3);
+        let s = store();
+        assert_eq!(s.get("cluster.test_render.upstream_rq_503"), Some(3));
+        let text = s.render_envoy(Some(&regex::Regex::new("test_render").unwrap()), false);
+        assert_eq!(text, "cluster.test_render.upstream_rq_503: 3\n");
+        let prom = s.render_prometheus(false);
+        assert!(prom.contains(
+            "envoy_cluster_upstream_rq{envoy_cluster_name=\"test_render\",envoy_response_code=\"503\"} 3"
+        ), "{prom}");
+    }
+}

@@ -1,0 +1,244 @@
+//! Per-host upstream connection pools: HTTP/1.1 keep-alive connections (a lock-free idle queue)
+//! and one multiplexed HTTP/2 connection, on hyper's client connection API.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use crossbeam_queue::ArrayQueue;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::cluster::{Cluster, Host};
+use crate::model::cluster::{EndpointAddr, UpstreamProtocol};
+
+/// Request body sent upstream: streamed from downstream, or buffered (retries, mirrors).
+pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+
+const MAX_IDLE_H1: usize = 64;
+
+/// Why an upstream exchange failed (maps to Envoy's response flags).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Could not connect (UF).
+    #[error("connection failure: {0}")]
+    ConnectFailure(String),
+    /// Connect timed out (UF).
+    #[error("connection timeout")]
+    ConnectTimeout,
+    /// Circuit breaker: too many connections (UO).
+    #[error("overflow")]
+    Overflow,
+    /// The stream was reset / connection closed before headers (UR/UC).
+    #[error("connection termination: {0}")]
+    Reset(String),
+    /// HTTP/2 REFUSED_STREAM.
+    #[error("remote refused stream reset")]
+    Refused,
+    /// Upstream TLS is configured but not served yet.
+    #[error("upstream TLS is not supported yet")]
+    TlsUnsupported,
+}
+
+/// Connections to one host.
+#[derive(Debug)]
+pub struct HostPool {
+    idle: ArrayQueue<http1::SendRequest<UpstreamBody>>,
+    h2: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
+}
+
+impl Default for HostPool {
+    fn default() -> Self {
+        HostPool {
+            idle: ArrayQueue::new(MAX_IDLE_H1),
+            h2: ArcSwapOption::empty(),
+        }
+    }
+}
+
+/// Decrements the cluster's connection counters when a connection ends.
+struct ConnGuard(Arc<Cluster>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.circuit.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.stats.cx_active.decrement(1.0);
+    }
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+async fn connect(
+    cluster: &Arc<Cluster>,
+    host: &Host,
+) -> Result<(Box<dyn Io>, ConnGuard), UpstreamError> {
+    let circuit = &cluster.circuit;
+    if circuit.connections.load(Ordering::Relaxed) >= cluster.config.thresholds.max_connections {
+        cluster.stats.cx_overflow.increment(1);
+        return Err(UpstreamError::Overflow);
+    }
+    if cluster.config.tls {
+        return Err(UpstreamError::TlsUnsupported);
+    }
+    let timeout = cluster.config.connect_timeout;
+    let io: Box<dyn Io> = match &host.addr {
+        EndpointAddr::Ip(addr) => {
+            let fut = async {
+                let socket = if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }?;
+                if let Some(ip) = cluster.config.bind_addr {
+                    socket.bind(std::net::SocketAddr::new(ip, 0))?;
+                }
+                let s = socket.connect(*addr).await?;
+                s.set_nodelay(true)?;
+                Ok::<TcpStream, std::io::Error>(s)
+            };
+            match tokio::time::timeout(timeout, fut).await {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    cluster.stats.cx_connect_fail.increment(1);
+                    return Err(UpstreamError::ConnectFailure(e.to_string()));
+                }
+                Err(_) => {
+                    cluster.stats.cx_connect_fail.increment(1);
+                    cluster.stats.cx_connect_timeout.increment(1);
+                    return Err(UpstreamError::ConnectTimeout);
+                }
+            }
+        }
+        EndpointAddr::Unix(path) => {
+            match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path)).await {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) => {
+                    cluster.stats.cx_connect_fail.increment(1);
+                    return Err(UpstreamError::ConnectFailure(e.to_string()));
+                }
+                Err(_) => {
+                    cluster.stats.cx_connect_fail.increment(1);
+                    return Err(UpstreamError::ConnectTimeout);
+                }
+            }
+        }
+        EndpointAddr::Dns(h, _) => {
+            return Err(UpstreamError::ConnectFailure(format!(
+                "unresolved host {h}"
+            )));
+        }
+    };
+    circuit.connections.fetch_add(1, Ordering::Relaxed);
+    cluster.stats.cx_total.increment(1);
+    cluster.stats.cx_active.increment(1.0);
+    Ok((io, ConnGuard(cluster.clone())))
+}
+
+fn classify(e: hyper::Error) -> UpstreamError {
+    if let Some(h2) = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<h2::Error>()) {
+        if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            return UpstreamError::Refused;
+        }
+    }
+    UpstreamError::Reset(e.to_string())
+}
+
+/// A connection ready to take one request.
+pub enum Sender {
+    /// HTTP/1.1: returned to the host's idle queue once the response body is read.
+    H1(http1::SendRequest<UpstreamBody>, Arc<Host>, Duration),
+    /// HTTP/2: a clone of the host's multiplexed connection.
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+/// Get a connection to `host` (pooled or new). Failing here consumes no request, so connect
+/// failures can be retried.
+pub async fn checkout(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    downstream_h2: bool,
+) -> Result<Sender, UpstreamError> {
+    let use_h2 = match cluster.config.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::UseDownstream => downstream_h2,
+    };
+    let idle = cluster
+        .config
+        .idle_timeout
+        .unwrap_or(Duration::from_secs(3600));
+    if !use_h2 {
+        while let Some(s) = host.pool.idle.pop() {
+            if s.is_ready() {
+                return Ok(Sender::H1(s, host.clone(), idle));
+            }
+        }
+        let (io, guard) = connect(cluster, host).await?;
+        let (s, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(classify)?;
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _ = conn.with_upgrades().await;
+        });
+        return Ok(Sender::H1(s, host.clone(), idle));
+    }
+    if let Some(s) = host.pool.h2.load_full() {
+        if !s.is_closed() {
+            return Ok(Sender::H2((*s).clone()));
+        }
+    }
+    let (io, guard) = connect(cluster, host).await?;
+    let (s, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(classify)?;
+    tokio::spawn(async move {
+        let _guard = guard;
+        let _ = conn.await;
+    });
+    host.pool.h2.store(Some(Arc::new(s.clone())));
+    Ok(Sender::H2(s))
+}
+
+impl Sender {
+    /// Send the request and wait for response headers.
+    pub async fn send(
+        self,
+        req: http::Request<UpstreamBody>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        match self {
+            Sender::H1(mut s, host, idle) => {
+                let resp = s.send_request(req).await.map_err(classify)?;
+                let close = resp
+                    .headers()
+                    .get(http::header::CONNECTION)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                if !close && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                    tokio::spawn(async move {
+                        // Ready again once the response body has been read to the end.
+                        if tokio::time::timeout(idle, s.ready())
+                            .await
+                            .is_ok_and(|r| r.is_ok())
+                        {
+                            let _ = host.pool.idle.push(s);
+                        }
+                    });
+                }
+                Ok(resp)
+            }
+            Sender::H2(mut s) => {
+                s.ready().await.map_err(classify)?;
+                s.send_request(req).await.map_err(classify)
+            }
+        }
+    }
+}

@@ -98,14 +98,12 @@ pub fn translate(c: &pb::Cluster, notes: &mut Notes) -> Result<ClusterConfig, Co
             discovery == Discovery::StrictDns || discovery == Discovery::LogicalDns,
         )?;
     }
-    if matches!(
-        discovery,
-        Discovery::Static | Discovery::StrictDns | Discovery::LogicalDns
-    ) && c.load_assignment.is_none()
-    {
+    // Envoy accepts STATIC and STRICT_DNS clusters without members (Istio's `BlackHoleCluster`
+    // is a STATIC cluster with no load_assignment); LOGICAL_DNS needs its one host.
+    if discovery == Discovery::LogicalDns && c.load_assignment.is_none() {
         return Err(ctx
             .at("load_assignment")
-            .err("required for STATIC and DNS clusters"));
+            .err("required for LOGICAL_DNS clusters"));
     }
     let mut thresholds = Thresholds::default();
     if let Some(cb) = &c.circuit_breakers {
@@ -232,6 +230,16 @@ pub fn translate(c: &pb::Cluster, notes: &mut Notes) -> Result<ClusterConfig, Co
             Some(d) => duration(d, &ctx.at("dns_refresh_rate"))?.max(Duration::from_millis(1)),
             None => Duration::from_secs(5),
         },
+        dns_family: {
+            use pb::cluster::DnsLookupFamily as F;
+            match F::try_from(c.dns_lookup_family) {
+                Ok(F::V4Only) => DnsFamily::V4Only,
+                Ok(F::V6Only) => DnsFamily::V6Only,
+                Ok(F::V4Preferred) => DnsFamily::V4Preferred,
+                Ok(F::All) => DnsFamily::All,
+                _ => DnsFamily::Auto,
+            }
+        },
         thresholds,
         protocol,
         idle_timeout,
@@ -312,6 +320,9 @@ fn endpoint_addr(a: &core::Address, ctx: &Ctx, dns: bool) -> Result<EndpointAddr
             }
         }
         Some(core::address::Address::Pipe(p)) => Ok(EndpointAddr::Unix(p.path.clone().into())),
+        Some(core::address::Address::EnvoyInternalAddress(_)) => Err(ctx
+            .at("envoy_internal_address")
+            .err("internal listeners are not supported yet")),
         _ => Err(ctx.err("unsupported address type")),
     }
 }

@@ -19,6 +19,19 @@ use crate::stats;
 /// Compile a listener.
 pub fn translate(l: &pb::Listener, notes: &mut Notes) -> Result<ListenerConfig, ConfigError> {
     let ctx = Ctx::new("listener", &l.name);
+    // Listener-wide features layer8 does not implement are checked first, so the error names
+    // them rather than whatever their filter chains (selected by name under a
+    // filter_chain_matcher) or their missing address trips over first.
+    if l.filter_chain_matcher.is_some() {
+        return Err(ctx
+            .at("filter_chain_matcher")
+            .err("filter_chain_matcher is not supported yet"));
+    }
+    if let Some(pb::listener::ListenerSpecifier::InternalListener(_)) = &l.listener_specifier {
+        return Err(ctx
+            .at("internal_listener")
+            .err("internal listeners are not supported yet"));
+    }
     let address = listen_addr(
         l.address
             .as_ref()
@@ -67,11 +80,6 @@ pub fn translate(l: &pb::Listener, notes: &mut Notes) -> Result<ListenerConfig, 
             &ctx.at(format!("filter_chains[{i}]")),
             notes,
         )?));
-    }
-    if l.filter_chain_matcher.is_some() {
-        return Err(ctx
-            .at("filter_chain_matcher")
-            .err("filter_chain_matcher is not supported yet"));
     }
     let default_chain = l
         .default_filter_chain

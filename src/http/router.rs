@@ -38,7 +38,11 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespB
     }
     let mut resp = route_and_forward(req, &ctx).await;
     // Answer in the downstream's protocol, whatever the upstream spoke (HTTP/1.0 upstreams).
-    *resp.version_mut() = if version == Version::HTTP_2 { Version::HTTP_2 } else { Version::HTTP_11 };
+    *resp.version_mut() = if version == Version::HTTP_2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
     stats.rq_active.decrement(1.0);
     if let Some(c) = stats
         .rq_class

@@ -75,6 +75,47 @@ pub struct EndpointConfig {
     pub unhealthy: bool,
 }
 
+/// `dns_lookup_family`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFamily {
+    /// IPv6 if any, else IPv4 (Envoy's AUTO).
+    Auto,
+    /// IPv4 only.
+    V4Only,
+    /// IPv6 only.
+    V6Only,
+    /// IPv4 if any, else IPv6.
+    V4Preferred,
+    /// Every address.
+    All,
+}
+
+impl DnsFamily {
+    /// Filter resolved addresses as Envoy does for this family.
+    pub fn select(self, addrs: Vec<std::net::SocketAddr>) -> Vec<std::net::SocketAddr> {
+        let (v4, v6): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|a| a.is_ipv4());
+        match self {
+            DnsFamily::V4Only => v4,
+            DnsFamily::V6Only => v6,
+            DnsFamily::Auto => {
+                if v6.is_empty() {
+                    v4
+                } else {
+                    v6
+                }
+            }
+            DnsFamily::V4Preferred => {
+                if v4.is_empty() {
+                    v6
+                } else {
+                    v4
+                }
+            }
+            DnsFamily::All => v4.into_iter().chain(v6).collect(),
+        }
+    }
+}
+
 /// Upstream HTTP protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamProtocol {
@@ -127,6 +168,8 @@ pub struct ClusterConfig {
     pub connect_timeout: Duration,
     /// DNS refresh rate (default 5 s).
     pub dns_refresh: Duration,
+    /// Which address families DNS results may use.
+    pub dns_family: DnsFamily,
     /// Circuit breakers.
     pub thresholds: Thresholds,
     /// Upstream protocol.

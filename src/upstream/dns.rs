@@ -16,7 +16,7 @@ pub async fn refresh_loop(cluster: Weak<Cluster>) {
                 EndpointAddr::Dns(host, port) => {
                     match tokio::net::lookup_host((host.as_str(), *port)).await {
                         Ok(addrs) => {
-                            let mut addrs: Vec<_> = addrs.collect();
+                            let mut addrs = c.config.dns_family.select(addrs.collect());
                             if c.config.discovery == Discovery::LogicalDns {
                                 addrs.truncate(1);
                             }

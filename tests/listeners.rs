@@ -1,0 +1,375 @@
+//! Listener features: filter-chain matching (destination port, destination IP, SNI via
+//! tls_inspector, transport protocol, ALPN, http_inspector, source IP/port), default chain,
+//! Unix-socket listeners, tcp_proxy (weighted, idle timeout, byte counters).
+
+mod common;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn direct_chain(matcher: &str, body: &str) -> String {
+    format!(
+        r#"    - filter_chain_match: {matcher}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: chain
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "{body}" }} }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#
+    )
+}
+
+fn tcp_chain(matcher: &str, cluster: &str) -> String {
+    format!(
+        r#"    - filter_chain_match: {matcher}
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: {cluster}
+          cluster: {cluster}
+"#
+    )
+}
+
+fn listener(name: &str, addr: &str, port: u16, filters: &str, chains: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    address: {{ socket_address: {{ address: {addr}, port_value: {port} }} }}\n{filters}{extra}    filter_chains:\n{chains}"
+    )
+}
+
+fn bootstrap(admin: u16, listeners: &str, clusters: &str) -> String {
+    format!(
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}\nstatic_resources:\n  listeners:\n{listeners}  clusters:\n{clusters}"
+    )
+}
+
+async fn raw_get(addr: SocketAddr, source: Option<SocketAddr>) -> String {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    if let Some(s) = source {
+        sock.bind(s).expect("bind source");
+    }
+    let mut s = sock.connect(addr).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.expect("read");
+    buf.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_chain_match_by_destination_and_source() {
+    let (admin, port) = (free_port(), free_port());
+    let src_port = free_port();
+    let chains = [
+        direct_chain(&format!("{{ destination_port: {port}, prefix_ranges: [ {{ address_prefix: 127.0.0.2, prefix_len: 32 }} ] }}"), "dst-127.0.0.2"),
+        direct_chain(&format!("{{ destination_port: {port}, prefix_ranges: [ {{ address_prefix: 127.0.0.0, prefix_len: 8 }} ] }}"), "dst-127/8"),
+        direct_chain(&format!("{{ destination_port: {port}, prefix_ranges: [ {{ address_prefix: 127.0.0.4, prefix_len: 32 }} ], source_prefix_ranges: [ {{ address_prefix: 127.0.0.7, prefix_len: 32 }} ] }}"), "src-127.0.0.7"),
+        direct_chain(&format!("{{ destination_port: {port}, prefix_ranges: [ {{ address_prefix: 127.0.0.4, prefix_len: 32 }} ], source_ports: [ {src_port} ] }}"), "src-port"),
+        direct_chain(&format!("{{ destination_port: {port}, prefix_ranges: [ {{ address_prefix: 127.0.0.4, prefix_len: 32 }} ] }}"), "dst-127.0.0.4"),
+        direct_chain(&format!("{{ destination_port: {} }}", port + 1), "other-port"),
+    ]
+    .join("");
+    let l = listener("multi", "0.0.0.0", port, "", &chains, "");
+    let _l8 = start_in_process(&bootstrap(admin, &l, "    []\n")).await;
+    let at = |ip: [u8; 4]| SocketAddr::from((ip, port));
+    assert_eq!(raw_get(at([127, 0, 0, 2]), None).await, "dst-127.0.0.2");
+    assert_eq!(raw_get(at([127, 0, 0, 3]), None).await, "dst-127/8");
+    assert_eq!(
+        raw_get(
+            at([127, 0, 0, 4]),
+            Some(SocketAddr::from(([127, 0, 0, 7], 0)))
+        )
+        .await,
+        "src-127.0.0.7"
+    );
+    assert_eq!(
+        raw_get(
+            at([127, 0, 0, 4]),
+            Some(SocketAddr::from(([127, 0, 0, 1], src_port)))
+        )
+        .await,
+        "src-port"
+    );
+    assert_eq!(raw_get(at([127, 0, 0, 4]), None).await, "dst-127.0.0.4");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_chain_and_no_match_closes() {
+    let (admin, p1, p2) = (free_port(), free_port(), free_port());
+    let only = direct_chain("{ source_ports: [ 1 ] }", "never");
+    // The default chain is the same shape as a chain, under `default_filter_chain:` (no match).
+    let default_chain = direct_chain("{}", "unused").replace(
+        "    - filter_chain_match: {}\n      filters:",
+        "    default_filter_chain:\n      filters:",
+    );
+    let with_default = listener("with_default", "127.0.0.1", p1, "", &only, "") + &default_chain;
+    let without = listener("without_default", "127.0.0.1", p2, "", &only, "");
+    let _l8 = start_in_process(&bootstrap(admin, &(with_default + &without), "    []\n")).await;
+    assert_eq!(
+        raw_get(SocketAddr::from(([127, 0, 0, 1], p1)), None).await,
+        "unused"
+    );
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p2))
+        .await
+        .expect("connect");
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let n = s.read_to_end(&mut buf).await.unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "no matching chain: connection closed without a response"
+    );
+    assert_eq!(
+        layer8::stats::store().get(&format!("listener.127.0.0.1_{p2}.no_filter_chain_match")),
+        Some(1)
+    );
+}
+
+/// A raw TCP upstream that records the first bytes of each connection and answers its name.
+async fn tcp_upstream(name: &'static str) -> (SocketAddr, Arc<tokio::sync::Mutex<Vec<Vec<u8>>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let seen = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = s2.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                seen.lock().await.push(buf[..n].to_vec());
+                let _ = s.write_all(name.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn client_hello(sni: &str, alpn: &[&str]) -> Vec<u8> {
+    let roots = rustls::RootCertStore::empty();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).expect("hello");
+    out
+}
+
+async fn send_and_read(port: u16, bytes: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf).await;
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_inspector_sni_alpn_and_transport_protocol() {
+    let (exact, exact_seen) = tcp_upstream("exact").await;
+    let (wild, _) = tcp_upstream("wildcard").await;
+    let (h2, _) = tcp_upstream("tls-h2").await;
+    let (tls, _) = tcp_upstream("tls-any").await;
+    let (raw, _) = tcp_upstream("raw").await;
+    let (admin, port) = (free_port(), free_port());
+    let chains = [
+        tcp_chain(r#"{ server_names: ["api.example.com"] }"#, "sni_exact"),
+        tcp_chain(r#"{ server_names: ["*.example.com"] }"#, "sni_wild"),
+        tcp_chain(
+            r#"{ transport_protocol: tls, application_protocols: ["h2"] }"#,
+            "tls_h2",
+        ),
+        tcp_chain(r#"{ transport_protocol: tls }"#, "tls_any"),
+        tcp_chain(r#"{ transport_protocol: raw_buffer }"#, "raw_any"),
+    ]
+    .join("");
+    let filters = "    listener_filters:\n    - name: envoy.filters.listener.tls_inspector\n      typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }\n";
+    let l = listener("tls", "127.0.0.1", port, filters, &chains, "");
+    let clusters = [
+        static_cluster("sni_exact", &[exact], ""),
+        static_cluster("sni_wild", &[wild], ""),
+        static_cluster("tls_h2", &[h2], ""),
+        static_cluster("tls_any", &[tls], ""),
+        static_cluster("raw_any", &[raw], ""),
+    ]
+    .join("");
+    let _l8 = start_in_process(&bootstrap(admin, &l, &clusters)).await;
+    let hello = client_hello("api.example.com", &[]);
+    assert_eq!(send_and_read(port, &hello).await, "exact");
+    assert_eq!(
+        exact_seen.lock().await[0],
+        hello,
+        "tcp_proxy forwards the ClientHello untouched"
+    );
+    assert_eq!(
+        send_and_read(port, &client_hello("www.example.com", &["h2"])).await,
+        "wildcard"
+    );
+    assert_eq!(
+        send_and_read(port, &client_hello("other.org", &["h2", "http/1.1"])).await,
+        "tls-h2"
+    );
+    assert_eq!(
+        send_and_read(port, &client_hello("other.org", &["http/1.1"])).await,
+        "tls-any"
+    );
+    assert_eq!(send_and_read(port, b"plain bytes\r\n").await, "raw");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_inspector_routes_h1_and_h2c_to_different_chains() {
+    let (admin, port) = (free_port(), free_port());
+    let chains = [
+        direct_chain(r#"{ application_protocols: ["http/1.1"] }"#, "chain-h1"),
+        direct_chain(r#"{ application_protocols: ["h2c"] }"#, "chain-h2c"),
+    ]
+    .join("");
+    let filters = "    listener_filters:\n    - name: envoy.filters.listener.http_inspector\n      typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector }\n";
+    let _l8 = start_in_process(&bootstrap(
+        admin,
+        &listener("insp", "127.0.0.1", port, filters, &chains, ""),
+        "    []\n",
+    ))
+    .await;
+    let c = Clients::new();
+    assert_eq!(
+        c.send(false, port, "GET", "x", "/", &[], "").await.text(),
+        "chain-h1"
+    );
+    assert_eq!(
+        c.send(true, port, "GET", "x", "/", &[], "").await.text(),
+        "chain-h2c"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_listener() {
+    let admin = free_port();
+    let dir = temp_dir("uds");
+    let path = dir.join("l8.sock");
+    let chains = direct_chain("{}", "over-unix");
+    let l = format!(
+        "  - name: uds\n    address: {{ pipe: {{ path: {} }} }}\n    filter_chains:\n{chains}",
+        path.display()
+    );
+    let _l8 = start_in_process(&bootstrap(admin, &l, "    []\n")).await;
+    let mut s = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect unix");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.expect("read");
+    assert!(buf.starts_with("HTTP/1.1 200 OK\r\n"), "{buf}");
+    assert!(buf.ends_with("over-unix"), "{buf}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_weighted_idle_timeout_and_byte_counters() {
+    // Echo servers that prefix their name.
+    async fn echo_tcp(name: &'static str) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let a = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let mut out = name.as_bytes().to_vec();
+                        out.extend_from_slice(&buf[..n]);
+                        if s.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        a
+    }
+    let (a, b) = (echo_tcp("A:").await, echo_tcp("B:").await);
+    let (admin, p_weighted, p_idle) = (free_port(), free_port(), free_port());
+    let weighted = r#"    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: weighted
+          weighted_clusters: { clusters: [ { name: tcp_a, weight: 1 }, { name: tcp_b, weight: 3 } ] }
+"#;
+    let idle = r#"    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: idle_test
+          cluster: tcp_a
+          idle_timeout: 0.2s
+"#;
+    let ls = listener("tw", "127.0.0.1", p_weighted, "", weighted, "")
+        + &listener("ti", "127.0.0.1", p_idle, "", idle, "");
+    let clusters = static_cluster("tcp_a", &[a], "") + &static_cluster("tcp_b", &[b], "");
+    let _l8 = start_in_process(&bootstrap(admin, &ls, &clusters)).await;
+    let (mut na, mut nb) = (0, 0);
+    for _ in 0..400 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p_weighted))
+            .await
+            .expect("connect");
+        s.write_all(b"ping").await.expect("write");
+        let mut buf = [0u8; 6];
+        s.read_exact(&mut buf).await.expect("read");
+        match &buf {
+            b"A:ping" => na += 1,
+            b"B:ping" => nb += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!((60..=140).contains(&na) && na + nb == 400, "A {na} B {nb}");
+    // Idle timeout closes a silent connection; bytes are counted both ways.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p_idle))
+        .await
+        .expect("connect");
+    s.write_all(&[7u8; 1000]).await.expect("write");
+    let mut buf = vec![0u8; 1002];
+    s.read_exact(&mut buf).await.expect("echo");
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("closed by idle timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_eq!(stat("tcp.idle_test.idle_timeout"), 1);
+    assert_eq!(stat("tcp.idle_test.downstream_cx_total"), 1);
+}

@@ -135,5 +135,5 @@ pub fn server_info(state: &Arc<State>) -> Value {
         node: state.bootstrap.node.clone(),
         hot_restart_initializing: false,
     };
-    to_json(&info)
+    layer8_xds::json::to_json_with_defaults(&info)
 }

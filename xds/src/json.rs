@@ -135,11 +135,20 @@ pub fn to_json<M>(message: &M) -> Value
 where
     M: Message + prost::Name,
 {
-    bytes_to_json(&M::full_name(), &message.encode_to_vec())
+    bytes_to_json(&M::full_name(), &message.encode_to_vec(), false)
+}
+
+/// Like [`to_json`] but printing fields that hold their default value too (Envoy's
+/// `always_print_primitive_fields`, used by `/server_info`).
+pub fn to_json_with_defaults<M>(message: &M) -> Value
+where
+    M: Message + prost::Name,
+{
+    bytes_to_json(&M::full_name(), &message.encode_to_vec(), true)
 }
 
 /// Render the wire bytes of the message named `full_name` as JSON (`null` if it cannot be).
-pub fn bytes_to_json(full_name: &str, bytes: &[u8]) -> Value {
+pub fn bytes_to_json(full_name: &str, bytes: &[u8], emit_defaults: bool) -> Value {
     let Some(desc) = pool().get_message_by_name(full_name) else {
         return Value::Null;
     };
@@ -148,7 +157,7 @@ pub fn bytes_to_json(full_name: &str, bytes: &[u8]) -> Value {
     };
     let options = SerializeOptions::new()
         .use_proto_field_name(true)
-        .skip_default_fields(true);
+        .skip_default_fields(!emit_defaults);
     dynamic
         .serialize_with_options(serde_json::value::Serializer, &options)
         .unwrap_or(Value::Null)

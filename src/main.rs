@@ -11,7 +11,14 @@ use tracing_subscriber::prelude::*;
 use tracing_subscriber::{reload, EnvFilter};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A bad command line exits 1, as Envoy does (clap's default is 2); --help/--version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::from(e.use_stderr()));
+        }
+    };
     if let Some(Command::Validate {
         config_path,
         config_yaml,
@@ -41,11 +48,26 @@ fn main() -> ExitCode {
     match run(cli, reload) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("layer8: {e:#}");
+            let e = describe(&e);
+            tracing::error!("{e}");
+            eprintln!("layer8: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, skipping a cause the message already ends with
+/// (the load errors embed their source in their own message).
+fn describe(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !s.ends_with(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+    }
+    s
 }
 
 fn validate(path: Option<&std::path::Path>, yaml: Option<&str>, allow_unknown: bool) -> ExitCode {
@@ -141,12 +163,17 @@ fn run(cli: Cli, reload: Reload) -> anyhow::Result<()> {
         yaml.as_deref(),
         cli.allow_unknown_static_fields,
     )?;
-    if let Some(node) = loaded.bootstrap.node.as_mut() {
+    // Like Envoy, the flags set the node even when the bootstrap has none.
+    if cli.service_cluster.is_some() || cli.service_node.is_some() || cli.service_zone.is_some() {
+        let node = loaded.bootstrap.node.get_or_insert_with(Default::default);
         if let Some(c) = &cli.service_cluster {
             node.cluster = c.clone();
         }
         if let Some(n) = &cli.service_node {
             node.id = n.clone();
+        }
+        if let Some(z) = &cli.service_zone {
+            node.locality.get_or_insert_with(Default::default).zone = z.clone();
         }
     }
     if cli.mode == Mode::InitOnly {
@@ -168,6 +195,16 @@ fn run(cli: Cli, reload: Reload) -> anyhow::Result<()> {
         drain_time_s: cli.drain_time_s,
         config_path: path.as_ref().map(|p| p.display().to_string()),
         allow_unknown_static_fields: cli.allow_unknown_static_fields,
+        config_yaml: cli.config_yaml.clone(),
+        service_cluster: cli.service_cluster.clone().unwrap_or_default(),
+        service_node: cli.service_node.clone().unwrap_or_default(),
+        service_zone: cli.service_zone.clone().unwrap_or_default(),
+        drain_strategy_immediate: cli.drain_strategy == cli::DrainStrategy::Immediate,
+        disable_hot_restart: cli.disable_hot_restart,
+        log_level: cli.log_level.clone(),
+        component_log_level: cli.component_log_level.clone().unwrap_or_default(),
+        log_format: cli.log_format.clone().unwrap_or_default(),
+        file_flush_interval_msec: cli.file_flush_interval_msec,
     };
     runtime.block_on(async move {
         let running = server::start(loaded, options, Some(reload)).await?;

@@ -29,6 +29,26 @@ pub struct Options {
     pub config_path: Option<String>,
     /// Whether `--allow-unknown-static-fields` was given.
     pub allow_unknown_static_fields: bool,
+    /// `--config-yaml`, if any.
+    pub config_yaml: Option<String>,
+    /// `--service-cluster`, `--service-node`, `--service-zone` (empty when not given).
+    pub service_cluster: String,
+    /// See `service_cluster`.
+    pub service_node: String,
+    /// See `service_cluster`.
+    pub service_zone: String,
+    /// `--drain-strategy immediate`.
+    pub drain_strategy_immediate: bool,
+    /// `--disable-hot-restart`.
+    pub disable_hot_restart: bool,
+    /// `-l`, `--component-log-level` and `--log-format` as given.
+    pub log_level: String,
+    /// See `log_level`.
+    pub component_log_level: String,
+    /// See `log_level`.
+    pub log_format: String,
+    /// `--file-flush-interval-msec`.
+    pub file_flush_interval_msec: Option<u64>,
 }
 
 /// Process-wide state shared by the data plane and admin.

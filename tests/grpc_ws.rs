@@ -25,8 +25,12 @@ fn h2_cluster(name: &str, addr: SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unary_and_streaming_with_trailers() {
     let (mut reporter, service) = tonic_health::server::health_reporter();
-    reporter.set_service_status("layer8.Demo", tonic_health::ServingStatus::Serving).await;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    reporter
+        .set_service_status("layer8.Demo", tonic_health::ServingStatus::Serving)
+        .await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let grpc_addr = l.local_addr().expect("addr");
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -39,7 +43,14 @@ async fn grpc_unary_and_streaming_with_trailers() {
               routes:
               - match: { prefix: "/grpc.health.v1.Health/", grpc: {} }
                 route: { cluster: grpc_up, timeout: 0s }"#;
-    let _l8 = start_in_process(&http_bootstrap(admin, listen, vhosts, &h2_cluster("grpc_up", grpc_addr), "")).await;
+    let _l8 = start_in_process(&http_bootstrap(
+        admin,
+        listen,
+        vhosts,
+        &h2_cluster("grpc_up", grpc_addr),
+        "",
+    ))
+    .await;
 
     let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{listen}"))
         .expect("uri")
@@ -47,21 +58,41 @@ async fn grpc_unary_and_streaming_with_trailers() {
         .await
         .expect("connect through layer8");
     let mut client = HealthClient::new(channel);
-    let r = client.check(HealthCheckRequest { service: "layer8.Demo".into() }).await.expect("unary");
+    let r = client
+        .check(HealthCheckRequest {
+            service: "layer8.Demo".into(),
+        })
+        .await
+        .expect("unary");
     assert_eq!(r.into_inner().status, ServingStatus::Serving as i32);
 
     // An error status travels in a trailers-only response.
-    let err = client.check(HealthCheckRequest { service: "no.such.Service".into() }).await.unwrap_err();
+    let err = client
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 
     // Server streaming: each status change arrives, in order.
-    let mut stream = client.watch(HealthCheckRequest { service: "layer8.Demo".into() }).await.expect("watch").into_inner();
+    let mut stream = client
+        .watch(HealthCheckRequest {
+            service: "layer8.Demo".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
     let first = stream.message().await.expect("first").expect("some");
     assert_eq!(first.status, ServingStatus::Serving as i32);
-    reporter.set_service_status("layer8.Demo", tonic_health::ServingStatus::NotServing).await;
+    reporter
+        .set_service_status("layer8.Demo", tonic_health::ServingStatus::NotServing)
+        .await;
     let second = stream.message().await.expect("second").expect("some");
     assert_eq!(second.status, ServingStatus::NotServing as i32);
-    reporter.set_service_status("layer8.Demo", tonic_health::ServingStatus::Serving).await;
+    reporter
+        .set_service_status("layer8.Demo", tonic_health::ServingStatus::Serving)
+        .await;
     let third = stream.message().await.expect("third").expect("some");
     assert_eq!(third.status, ServingStatus::Serving as i32);
     assert_eq!(stat("cluster.grpc_up.upstream_cx_total"), 1);
@@ -69,7 +100,9 @@ async fn grpc_unary_and_streaming_with_trailers() {
 
 /// An upstream that accepts `Upgrade: websocket` and then echoes raw bytes.
 async fn upgrade_echo() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
@@ -84,7 +117,9 @@ async fn upgrade_echo() -> SocketAddr {
                 }
                 let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
                 if !text.contains("upgrade: websocket") {
-                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
                     return;
                 }
                 let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n").await;
@@ -114,8 +149,17 @@ async fn websocket_upgrade_is_tunnelled() {
               routes:
               - match: { prefix: "/" }
                 route: { cluster: ws_up }"#;
-    let _l8 = start_in_process(&http_bootstrap(admin, listen, vhosts, &static_cluster("ws_up", &[up], ""), "upgrade_configs: [ { upgrade_type: websocket } ]")).await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", listen)).await.expect("connect");
+    let _l8 = start_in_process(&http_bootstrap(
+        admin,
+        listen,
+        vhosts,
+        &static_cluster("ws_up", &[up], ""),
+        "upgrade_configs: [ { upgrade_type: websocket } ]",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", listen))
+        .await
+        .expect("connect");
     s.write_all(b"GET /chat HTTP/1.1\r\nHost: ws\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.expect("write");
     let mut head = Vec::new();
     let mut b = [0u8; 1];
@@ -124,7 +168,10 @@ async fn websocket_upgrade_is_tunnelled() {
         head.push(b[0]);
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101 switching protocols\r\n"), "{head}");
+    assert!(
+        head.starts_with("http/1.1 101 switching protocols\r\n"),
+        "{head}"
+    );
     assert!(head.contains("upgrade: websocket"), "{head}");
     for msg in [&b"hello"[..], b"\x81\x05frame", b"bytes after upgrade"] {
         s.write_all(msg).await.expect("write frame");
@@ -143,9 +190,22 @@ async fn upgrade_not_configured_is_not_tunnelled() {
               routes:
               - match: { prefix: "/" }
                 route: { cluster: ws_off }"#;
-    let _l8 = start_in_process(&http_bootstrap(admin, listen, vhosts, &static_cluster("ws_off", &[up], ""), "")).await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", listen)).await.expect("connect");
-    s.write_all(b"GET /chat HTTP/1.1\r\nHost: ws\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").await.expect("write");
+    let _l8 = start_in_process(&http_bootstrap(
+        admin,
+        listen,
+        vhosts,
+        &static_cluster("ws_off", &[up], ""),
+        "",
+    ))
+    .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", listen))
+        .await
+        .expect("connect");
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await
+    .expect("write");
     let mut buf = vec![0u8; 12];
     s.read_exact(&mut buf).await.expect("read");
     // The upgrade headers are stripped (hop-by-hop), so the upstream refuses the plain request.

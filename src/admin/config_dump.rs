@@ -130,6 +130,25 @@ pub fn server_info(state: &Arc<State>) -> Value {
                 nanos: 0,
             }),
             allow_unknown_static_fields: state.options.allow_unknown_static_fields,
+            config_yaml: state.options.config_yaml.clone().unwrap_or_default(),
+            service_cluster: state.options.service_cluster.clone(),
+            service_node: state.options.service_node.clone(),
+            service_zone: state.options.service_zone.clone(),
+            drain_strategy: if state.options.drain_strategy_immediate {
+                admin_ext::command_line_options::DrainStrategy::Immediate as i32
+            } else {
+                admin_ext::command_line_options::DrainStrategy::Gradual as i32
+            },
+            disable_hot_restart: state.options.disable_hot_restart,
+            log_level: state.options.log_level.clone(),
+            component_log_level: state.options.component_log_level.clone(),
+            log_format: state.options.log_format.clone(),
+            file_flush_interval: state.options.file_flush_interval_msec.map(|ms| {
+                layer8_xds::pb::google::protobuf::Duration {
+                    seconds: (ms / 1000) as i64,
+                    nanos: ((ms % 1000) * 1_000_000) as i32,
+                }
+            }),
             ..Default::default()
         }),
         node: state.bootstrap.node.clone(),

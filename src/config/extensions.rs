@@ -1,6 +1,26 @@
 //! The extension registry: what layer8 does with each Envoy extension it meets, by type URL or
 //! (for untyped configs) by filter name.
 
+use layer8_xds::pb::ext::udpa::r#type::v1::TypedStruct;
+use layer8_xds::pb::google::protobuf::Any;
+use prost::Message;
+
+/// The type URL a filter config is classified by: the `Any`'s own or, for a `TypedStruct` wrapper
+/// (how istiod sends Istio-private filters such as `istio_authn`), the wrapped one. Classifying
+/// the wrapper itself would let any wrapped filter, security ones included, pass as observational.
+pub fn config_type_url(any: &Any) -> String {
+    let outer = any.type_url.rsplit('/').next().unwrap_or_default();
+    if outer == "udpa.type.v1.TypedStruct" || outer == "xds.type.v3.TypedStruct" {
+        // Both TypedStructs have the same wire layout (type_url = 1, value = 2).
+        if let Ok(ts) = TypedStruct::decode(any.value.as_slice()) {
+            if !ts.type_url.is_empty() {
+                return ts.type_url;
+            }
+        }
+    }
+    any.type_url.clone()
+}
+
 /// What to do with an HTTP filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpFilterKind {
@@ -33,10 +53,9 @@ pub fn http_filter_kind(name: &str, type_url: &str) -> HttpFilterKind {
         | "envoy.extensions.filters.http.compressor.v3.Compressor"
         | "istio.envoy.config.filter.http.alpn.v2alpha1.FilterConfig"
         | "stats.PluginConfig"
-        | "io.istio.http.peer_metadata.Config"
-        | "envoy.extensions.filters.http.wasm.v3.Wasm"
-        | "udpa.type.v1.TypedStruct"
-        | "xds.type.v3.TypedStruct" => return HttpFilterKind::Observational,
+        | "io.istio.http.peer_metadata.Config" => return HttpFilterKind::Observational,
+        // Wasm (and an undecodable TypedStruct) can be anything, authn/authz plugins included:
+        // classified by filter name below.
         _ => {}
     }
     match name {
@@ -86,14 +105,12 @@ pub fn network_filter_kind(name: &str, type_url: &str) -> NetworkFilterKind {
             return NetworkFilterKind::TcpProxy
         }
         "envoy.extensions.filters.network.rbac.v3.RBAC"
-        | "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz" => {
-            return NetworkFilterKind::Security
+        | "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz"
+        | "io.istio.network.authn.Config" => return NetworkFilterKind::Security,
+        "envoy.tcp.metadataexchange.config.MetadataExchange" | "stats.PluginConfig" => {
+            return NetworkFilterKind::Observational
         }
-        "envoy.tcp.metadataexchange.config.MetadataExchange"
-        | "stats.PluginConfig"
-        | "envoy.extensions.filters.network.wasm.v3.Wasm"
-        | "udpa.type.v1.TypedStruct"
-        | "xds.type.v3.TypedStruct" => return NetworkFilterKind::Observational,
+        // Wasm (and an undecodable TypedStruct): by filter name below.
         _ => {}
     }
     match name {
@@ -101,9 +118,10 @@ pub fn network_filter_kind(name: &str, type_url: &str) -> NetworkFilterKind {
             NetworkFilterKind::Hcm
         }
         "envoy.filters.network.tcp_proxy" | "envoy.tcp_proxy" => NetworkFilterKind::TcpProxy,
-        "envoy.filters.network.rbac" | "envoy.filters.network.ext_authz" => {
-            NetworkFilterKind::Security
-        }
+        "envoy.filters.network.rbac"
+        | "envoy.filters.network.ext_authz"
+        | "istio_authn"
+        | "istio.authn" => NetworkFilterKind::Security,
         "istio.metadata_exchange" | "istio.stats" | "envoy.filters.network.metadata_exchange" => {
             NetworkFilterKind::Observational
         }

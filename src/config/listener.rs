@@ -11,7 +11,9 @@ use layer8_xds::pb::envoy::config::listener::v3 as pb;
 use layer8_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use layer8_xds::pb::ext::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 
-use super::extensions::{http_filter_kind, network_filter_kind, HttpFilterKind, NetworkFilterKind};
+use super::extensions::{
+    config_type_url, http_filter_kind, network_filter_kind, HttpFilterKind, NetworkFilterKind,
+};
 use super::{config_hash, timeout, ConfigError, Ctx, Notes};
 use crate::model::listener::*;
 use crate::stats;
@@ -249,11 +251,11 @@ fn filter_chain(
             Some(pb::filter::ConfigType::TypedConfig(a)) => Some(a),
             _ => None,
         };
-        let ty = any.map_or("", |a| a.type_url.as_str());
+        let ty = any.map_or_else(String::new, config_type_url);
         if terminal.is_some() {
             return Err(fctx.err(format!("filter '{}' follows the terminal filter", f.name)));
         }
-        match network_filter_kind(&f.name, ty) {
+        match network_filter_kind(&f.name, &ty) {
             NetworkFilterKind::Hcm => {
                 let any = any.ok_or_else(|| fctx.at("typed_config").err("required"))?;
                 let cfg: hcm::HttpConnectionManager = any
@@ -412,7 +414,7 @@ fn http_connection_manager(
             )));
         }
         let ty = match &f.config_type {
-            Some(hcm::http_filter::ConfigType::TypedConfig(a)) => a.type_url.clone(),
+            Some(hcm::http_filter::ConfigType::TypedConfig(a)) => config_type_url(a),
             _ => String::new(),
         };
         match http_filter_kind(&f.name, &ty) {
@@ -484,8 +486,18 @@ fn http_connection_manager(
             &ctx.at("common_http_protocol_options.idle_timeout"),
         )?,
         max_request_headers_bytes: max_kb as usize * 1024,
+        drain_timeout: timeout(
+            h.drain_timeout.as_ref(),
+            Some(Duration::from_secs(5)),
+            &ctx.at("drain_timeout"),
+        )?
+        .unwrap_or_default(),
         normalize_path: h.normalize_path.as_ref().is_some_and(|b| b.value),
         merge_slashes: h.merge_slashes,
+        accept_http_10: h
+            .http_protocol_options
+            .as_ref()
+            .is_some_and(|o| o.accept_http_10),
         server_name: HeaderValue::from_str(server_name)
             .map_err(|_| ctx.at("server_name").err("invalid header value"))?,
         server_header: match SH::try_from(h.server_header_transformation) {

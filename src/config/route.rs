@@ -82,8 +82,10 @@ fn virtual_host(
     for (i, r) in vh.routes.iter().enumerate() {
         routes.push(route(r, &ctx.at(format!("routes[{i}]")), notes)?);
     }
+    let index = (routes.len() >= INDEX_THRESHOLD).then(|| RouteIndex::build(&routes));
     Ok(VirtualHost {
         name: vh.name.clone(),
+        index,
         routes,
         request_headers: header_ops(
             &vh.request_headers_to_add,
@@ -454,6 +456,7 @@ fn forward(
         idle_timeout: timeout(ra.idle_timeout.as_ref(), None, &ctx.at("idle_timeout"))?,
         rewrite,
         host_rewrite,
+        append_x_forwarded_host: ra.append_x_forwarded_host,
         retry_policy: ra
             .retry_policy
             .as_ref()

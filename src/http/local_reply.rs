@@ -57,33 +57,49 @@ pub fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
     })
 }
 
-/// The local reply Envoy sends for a response flag. `detail` is the transport failure reason.
+/// The local reply Envoy sends for a response flag. `detail` is the transport failure reason
+/// (omitted from the body when empty, as Envoy does for a refused TCP connection).
 pub fn for_flag(flag: Flag, detail: &str) -> Response<RespBody> {
     let mut resp = match flag {
         Flag::NoRoute => reply(StatusCode::NOT_FOUND, Bytes::new()),
         Flag::NoCluster => reply(StatusCode::SERVICE_UNAVAILABLE, Bytes::new()),
         Flag::NoHealthyUpstream => reply(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
-        Flag::ConnectFailure => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: {detail}"
-            ),
-        ),
-        Flag::Overflow => {
-            let mut r = reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-            );
-            r.headers_mut().insert("x-envoy-overloaded", HeaderValue::from_static("true"));
-            r
+        Flag::ConnectFailure => {
+            return upstream_failure(flag, "remote connection failure", detail, false)
         }
+        Flag::Overflow => return upstream_failure(flag, "overflow", "", false),
         Flag::Timeout => reply(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout"),
-        Flag::Reset => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-        ),
+        Flag::Reset => return upstream_failure(flag, "connection termination", "", false),
         Flag::ProtocolError => reply(StatusCode::BAD_REQUEST, "Bad Request"),
     };
+    resp.extensions_mut().insert(flag);
+    resp
+}
+
+/// Envoy's 503 for an upstream failure before response headers: `reason` is the reset reason
+/// (`remote connection failure`, `connection timeout`, `overflow`, ...), `detail` the transport
+/// failure reason (omitted when empty), `retried` whether the router had retried.
+pub fn upstream_failure(
+    flag: Flag,
+    reason: &str,
+    detail: &str,
+    retried: bool,
+) -> Response<RespBody> {
+    let mut body = String::from("upstream connect error or disconnect/reset before headers. ");
+    if retried {
+        body.push_str("retried and the latest ");
+    }
+    body.push_str("reset reason: ");
+    body.push_str(reason);
+    if !detail.is_empty() {
+        body.push_str(", transport failure reason: ");
+        body.push_str(detail);
+    }
+    let mut resp = reply(StatusCode::SERVICE_UNAVAILABLE, body);
+    if flag == Flag::Overflow {
+        resp.headers_mut()
+            .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    }
     resp.extensions_mut().insert(flag);
     resp
 }

@@ -1,11 +1,14 @@
 //! `envoy.filters.network.http_connection_manager`: HTTP/1.1 and HTTP/2 (h2c prior knowledge,
 //! chosen per connection by the codec setting) on hyper, each request handed to the [`router`].
 
+pub mod conn_io;
 pub mod headers;
 pub mod local_reply;
+pub mod route;
 pub mod router;
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,6 +19,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use self::conn_io::{ConnIo, Notice, Preface};
 use crate::listener::ConnInfo;
 use crate::model::listener::{Codec, HcmConfig};
 use crate::server::State;
@@ -32,11 +36,30 @@ pub struct ConnCtx {
     pub info: ConnInfo,
     /// Process state (snapshots, stats).
     pub state: Arc<State>,
+    /// Set once the connection drains: HTTP/1 responses then carry `Connection: close`.
+    pub draining: AtomicBool,
+}
+
+/// Wait until the connection's listener generation is drained.
+async fn drained(drain: &mut watch::Receiver<bool>) {
+    loop {
+        if *drain.borrow_and_update() {
+            return;
+        }
+        if drain.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Serve HTTP on one downstream connection until it closes or is drained.
+///
+/// Draining follows Envoy: an HTTP/2 connection gets a GOAWAY notice (last stream id 2^31-1)
+/// right away and the final GOAWAY after `drain_timeout`; an HTTP/1 connection answers its
+/// requests with `Connection: close` and, if still idle after `drain_timeout`, is closed. A
+/// request racing the drain is therefore served, never dropped.
 pub async fn serve<S>(
-    stream: S,
+    mut stream: S,
     hcm: Arc<HcmConfig>,
     info: ConnInfo,
     state: Arc<State>,
@@ -46,21 +69,69 @@ pub async fn serve<S>(
 {
     hcm.stats.cx_total.increment(1);
     hcm.stats.cx_active.increment(1.0);
+    // Sniff the HTTP/2 preface (unless the codec is HTTP/1 only), bounded like a header read.
+    let sniffed = match hcm.codec {
+        Codec::Http1 => Some((Preface::Other, Bytes::new())),
+        Codec::Http2 | Codec::Auto => {
+            let limit = hcm.request_headers_timeout.or(hcm.idle_timeout);
+            let sniff = async {
+                match limit {
+                    Some(l) => tokio::time::timeout(l, conn_io::sniff(&mut stream))
+                        .await
+                        .ok(),
+                    None => Some(conn_io::sniff(&mut stream).await),
+                }
+            };
+            let mut drain = drain.clone();
+            tokio::select! {
+                r = sniff => r.and_then(Result::ok),
+                _ = async {
+                    drained(&mut drain).await;
+                    tokio::time::sleep(hcm.drain_timeout).await;
+                } => None,
+            }
+        }
+    };
+    let (preface, replay) = match sniffed {
+        Some((Preface::Rejected, _)) | None => {
+            hcm.stats.cx_active.decrement(1.0);
+            return;
+        }
+        Some(s) => s,
+    };
+    let h2 = hcm.codec == Codec::Http2 || preface == Preface::Http2;
+    let notice = Arc::new(Notice::default());
+    let io = ConnIo::new(stream, replay, h2.then(|| notice.clone()));
     let ctx = Arc::new(ConnCtx {
         hcm: hcm.clone(),
         info,
         state,
+        draining: AtomicBool::new(false),
     });
+    let svc_ctx = ctx.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(router::handle(req, ctx).await) }
+        let ctx = svc_ctx.clone();
+        async move {
+            let h1 = req.version() != http::Version::HTTP_2;
+            let mut resp = router::handle(req, ctx.clone()).await;
+            if h1
+                && ctx.draining.load(Ordering::SeqCst)
+                && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    match hcm.codec {
-        Codec::Http1 => builder = builder.http1_only(),
-        Codec::Http2 => builder = builder.http2_only(),
-        Codec::Auto => {}
-    }
+    builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -72,24 +143,22 @@ pub async fn serve<S>(
         .timer(TokioTimer::new())
         .max_header_list_size(hcm.max_request_headers_bytes as u32)
         .max_concurrent_streams(2_147_483_647);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    let drained = async {
-        loop {
-            if *drain.borrow_and_update() {
-                return;
-            }
-            if drain.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
     tokio::select! {
         _ = conn.as_mut() => {}
-        _ = drained => {
-            // HTTP/2: GOAWAY; HTTP/1.1: finish the in-flight request, then close.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.as_mut().await;
+        _ = drained(&mut drain) => {
+            ctx.draining.store(true, Ordering::SeqCst);
+            notice.request();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = tokio::time::sleep(hcm.drain_timeout) => {
+                    // HTTP/2: the final GOAWAY; HTTP/1.1: close now if idle, else after the
+                    // in-flight request.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                }
+            }
         }
     }
     hcm.stats.cx_active.decrement(1.0);

@@ -17,7 +17,6 @@ use super::local_reply::{self, Flag};
 use super::{ConnCtx, RespBody};
 use crate::model::cluster::Discovery;
 use crate::model::listener::{RouteSource, ServerHeader};
-use crate::model::matcher::{HeaderKey, HeaderValueMatch};
 use crate::model::route::*;
 use crate::upstream::{pool, Cluster, Host, UpstreamError};
 
@@ -66,20 +65,25 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespB
     resp
 }
 
+/// The request's authority as sent (case kept: only virtual host lookup lower-cases it). Several
+/// `Host` headers are joined with `,`, as Envoy's header map does.
 fn authority(req: &Request<Incoming>) -> Option<String> {
     if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_ascii_lowercase());
+        return Some(a.as_str().to_string());
     }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_ascii_lowercase)
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let mut s = String::from_utf8_lossy(hosts.next()?.as_bytes()).into_owned();
+    for h in hosts {
+        s.push(',');
+        s.push_str(&String::from_utf8_lossy(h.as_bytes()));
+    }
+    Some(s)
 }
 
+/// nghttp2's authority check, as Envoy applies it (an empty Host is accepted and routed).
 fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%@".contains(&b))
+    h.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%@".contains(&b))
 }
 
 /// Remove dot segments (RFC 3986 5.2.4) and optionally merge slashes.
@@ -107,13 +111,36 @@ fn normalize(path: &str, merge_slashes: bool) -> String {
     s
 }
 
+/// Envoy closes an HTTP/1 connection after rejecting a request's headers (HTTP/1.0 not
+/// accepted, missing or invalid Host): the response carries `Connection: close`.
+fn closing(mut resp: Response<RespBody>, version: Version) -> Response<RespBody> {
+    if version != Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 async fn route_and_forward(mut req: Request<Incoming>, ctx: &Arc<ConnCtx>) -> Response<RespBody> {
     let hcm = &ctx.hcm;
+    if req.version() == Version::HTTP_10 && !hcm.accept_http_10 {
+        return closing(
+            local_reply::reply(StatusCode::UPGRADE_REQUIRED, "Upgrade Required"),
+            req.version(),
+        );
+    }
     let Some(host) = authority(&req) else {
-        return local_reply::reply(StatusCode::BAD_REQUEST, "missing host header");
+        // Envoy: 400 with an empty body (details `missing_host_header`).
+        return closing(
+            local_reply::reply(StatusCode::BAD_REQUEST, Bytes::new()),
+            req.version(),
+        );
     };
     if !valid_host(&host) {
-        return local_reply::reply(StatusCode::BAD_REQUEST, "Bad Request");
+        return closing(
+            local_reply::reply(StatusCode::BAD_REQUEST, "Bad Request"),
+            req.version(),
+        );
     }
     if hcm.normalize_path || hcm.merge_slashes {
         let pq = req
@@ -148,16 +175,17 @@ async fn route_and_forward(mut req: Request<Incoming>, ctx: &Arc<ConnCtx>) -> Re
             }
         },
     };
+    let host_lc = host.to_ascii_lowercase();
     let host_for_match = if table.ignore_port_in_host_matching {
-        strip_port(&host)
+        strip_port(&host_lc)
     } else {
-        &host
+        &host_lc
     };
     let Some(vh) = table.find_virtual_host(host_for_match) else {
         hcm.stats.no_route.increment(1);
         return local_reply::for_flag(Flag::NoRoute, "");
     };
-    let Some(route) = vh.routes.iter().find(|r| matches(&r.matcher, &req, &host)) else {
+    let Some(route) = super::route::select(vh, &req, &host) else {
         hcm.stats.no_route.increment(1);
         return local_reply::for_flag(Flag::NoRoute, "");
     };
@@ -177,7 +205,33 @@ async fn route_and_forward(mut req: Request<Incoming>, ctx: &Arc<ConnCtx>) -> Re
         }
         RouteAction::NonForwarding => local_reply::for_flag(Flag::NoRoute, ""),
         RouteAction::Forward(fwd) => {
-            return forward(req, ctx, &snapshot, &table, vh, route, fwd, host).await;
+            // The router's own replies (no cluster, connect failure, overflow, ...) get the
+            // route's response header mutations, as Envoy's do.
+            let wants_request = [
+                &route.response_headers,
+                &vh.response_headers,
+                &table.response_headers,
+            ]
+            .iter()
+            .any(|ops| {
+                ops.add
+                    .iter()
+                    .any(|a| matches!(a.value, HeaderFormat::RequestHeader(_)))
+            });
+            let request_headers = wants_request.then(|| req.headers().clone());
+            let mut resp = forward(req, ctx, &snapshot, &table, vh, route, fwd, host).await;
+            if resp.extensions().get::<Flag>().is_some() {
+                let fctx = FormatCtx {
+                    info: &ctx.info,
+                    protocol,
+                    request: request_headers.as_ref(),
+                    upstream: None,
+                };
+                headers::apply(&route.response_headers, resp.headers_mut(), &fctx);
+                headers::apply(&vh.response_headers, resp.headers_mut(), &fctx);
+                headers::apply(&table.response_headers, resp.headers_mut(), &fctx);
+            }
+            return resp;
         }
     };
     let fctx = FormatCtx {
@@ -227,110 +281,6 @@ fn rebuild_uri(old: &Uri, path_and_query: &str) -> Result<Uri, http::Error> {
     parts.path_and_query(path_and_query).build()
 }
 
-fn header_value<'a>(
-    req: &'a Request<Incoming>,
-    key: &HeaderKey,
-    host: &'a str,
-) -> Option<std::borrow::Cow<'a, str>> {
-    use std::borrow::Cow;
-    match key {
-        HeaderKey::Authority => Some(Cow::Borrowed(host)),
-        HeaderKey::Path => Some(Cow::Borrowed(
-            req.uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/"),
-        )),
-        HeaderKey::Method => Some(Cow::Borrowed(req.method().as_str())),
-        HeaderKey::Scheme => Some(Cow::Borrowed(req.uri().scheme_str().unwrap_or("http"))),
-        HeaderKey::Regular(n) => {
-            let mut it = req.headers().get_all(n).iter();
-            let first = it.next()?;
-            let rest: Vec<&HeaderValue> = it.collect();
-            if rest.is_empty() {
-                first.to_str().ok().map(Cow::Borrowed)
-            } else {
-                let mut s = String::from_utf8_lossy(first.as_bytes()).into_owned();
-                for v in rest {
-                    s.push(',');
-                    s.push_str(&String::from_utf8_lossy(v.as_bytes()));
-                }
-                Some(Cow::Owned(s))
-            }
-        }
-    }
-}
-
-/// Whether a route's match criteria accept the request.
-pub fn matches(m: &RouteMatch, req: &Request<Incoming>, host: &str) -> bool {
-    let path = req.uri().path();
-    let ok = match &m.path {
-        PathMatch::Prefix(p) => {
-            if m.case_sensitive {
-                path.starts_with(p.as_str())
-            } else {
-                path.get(..p.len())
-                    .is_some_and(|x| x.eq_ignore_ascii_case(p))
-            }
-        }
-        PathMatch::Exact(p) => {
-            if m.case_sensitive {
-                path == p
-            } else {
-                path.eq_ignore_ascii_case(p)
-            }
-        }
-        PathMatch::Regex(r) => r.is_match(path),
-        PathMatch::SeparatedPrefix(p) => {
-            path.starts_with(p.as_str())
-                && (path.len() == p.len() || path.as_bytes().get(p.len()) == Some(&b'/'))
-        }
-    };
-    if !ok {
-        return false;
-    }
-    if m.grpc
-        && !req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-    {
-        return false;
-    }
-    for h in &m.headers {
-        let value = header_value(req, &h.name, host);
-        let result = match (&h.value, value) {
-            (HeaderValueMatch::Present(want), v) => v.is_some() == *want,
-            (_, None) if !h.treat_missing_as_empty => false,
-            (HeaderValueMatch::String(s), v) => s.matches(v.as_deref().unwrap_or("")),
-            (HeaderValueMatch::Range(a, b), v) => v
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .is_some_and(|n| n >= *a && n < *b),
-        };
-        if result == h.invert {
-            return false;
-        }
-    }
-    if !m.query.is_empty() {
-        let q = req.uri().query().unwrap_or("");
-        for qm in &m.query {
-            let found = q.split('&').find_map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k == qm.name).then_some(v)
-            });
-            let ok = match (&qm.value, found) {
-                (_, None) => false,
-                (None, Some(_)) => true,
-                (Some(s), Some(v)) => s.matches(v),
-            };
-            if !ok {
-                return false;
-            }
-        }
-    }
-    true
-}
-
 fn redirect(
     r: &Redirect,
     req: &Request<Incoming>,
@@ -348,14 +298,26 @@ fn redirect(
         _ => (host.to_string(), None),
     };
     let new_host = r.host.clone().unwrap_or(orig_host);
-    let port = match (r.port, &r.scheme, orig_port) {
+    // Envoy's processRequestHost: host_redirect replaces host and port; otherwise the request's
+    // port stays unless port_redirect replaces it, or the scheme changes away from the request's
+    // protocol (x-forwarded-proto) while on that protocol's default port.
+    let request_proto = req
+        .headers()
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(req.uri().scheme_str().unwrap_or("http"));
+    let port = match (r.port, &r.host, orig_port) {
         (Some(p), _, _) => Some(p.to_string()),
-        (None, Some(_), _) => None, // scheme change drops the original port, as Envoy does
-        (None, None, p) if r.host.is_none() => p,
-        (None, None, _) => None,
+        (None, Some(_), _) => None,
+        (None, None, Some(p))
+            if scheme != request_proto
+                && ((request_proto == "http" && p == "80")
+                    || (request_proto == "https" && p == "443")) =>
+        {
+            None
+        }
+        (None, None, p) => p,
     };
-    let port =
-        port.filter(|p| !((scheme == "http" && p == "80") || (scheme == "https" && p == "443")));
     let pq = req
         .uri()
         .path_and_query()
@@ -578,6 +540,12 @@ async fn forward(
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
     let new_pq = rewrite_path(&pq, &fwd.rewrite, &route.matcher);
+    if fwd.rewrite.is_some() {
+        // Envoy records the path before a configured rewrite, even one that did not change it.
+        if let Ok(v) = HeaderValue::from_str(&pq) {
+            parts.headers.insert("x-envoy-original-path", v);
+        }
+    }
     let mut authority = host.clone();
     match &fwd.host_rewrite {
         Some(HostRewrite::Literal(v)) => authority = v.to_str().unwrap_or(&host).to_string(),
@@ -588,9 +556,24 @@ async fn forward(
         }
         Some(HostRewrite::Auto) | None => {}
     }
-    if authority != host {
+    if authority != host && !host.is_empty() {
+        // Envoy's Utility::updateAuthority: keep the original in x-envoy-original-host, and
+        // append it to x-forwarded-host only when the route asks for it.
         if let Ok(v) = HeaderValue::from_str(&host) {
-            parts.headers.insert("x-forwarded-host", v);
+            if fwd.append_x_forwarded_host {
+                let xfh = match parts
+                    .headers
+                    .get("x-forwarded-host")
+                    .and_then(|x| x.to_str().ok())
+                {
+                    Some(prev) => {
+                        HeaderValue::from_str(&format!("{prev},{host}")).unwrap_or(v.clone())
+                    }
+                    None => v.clone(),
+                };
+                parts.headers.insert("x-forwarded-host", xfh);
+            }
+            parts.headers.insert("x-envoy-original-host", v);
         }
     }
 
@@ -708,18 +691,28 @@ async fn forward(
                 break last;
             }
             Ok(Err(e)) => {
-                let (flag, detail) = match &e {
-                    UpstreamError::Overflow => (Flag::Overflow, String::new()),
-                    UpstreamError::ConnectFailure(d) => (Flag::ConnectFailure, d.clone()),
+                // Envoy's reset reasons; a refused or failed TCP connect carries no transport
+                // failure reason in its body.
+                let (flag, reason, detail) = match &e {
+                    UpstreamError::Overflow => (Flag::Overflow, "overflow", String::new()),
+                    UpstreamError::ConnectFailure(_) => (
+                        Flag::ConnectFailure,
+                        "remote connection failure",
+                        String::new(),
+                    ),
                     UpstreamError::ConnectTimeout => {
-                        (Flag::ConnectFailure, "connection timeout".into())
+                        (Flag::ConnectFailure, "connection timeout", String::new())
                     }
-                    UpstreamError::TlsUnsupported => (Flag::ConnectFailure, e.to_string()),
+                    UpstreamError::TlsUnsupported => (
+                        Flag::ConnectFailure,
+                        "remote connection failure",
+                        e.to_string(),
+                    ),
                     UpstreamError::Reset(_) | UpstreamError::Refused => {
-                        (Flag::Reset, String::new())
+                        (Flag::Reset, "connection termination", String::new())
                     }
                 };
-                last = local_reply::for_flag(flag, &detail);
+                last = local_reply::upstream_failure(flag, reason, &detail, attempt > 1);
                 let r = retry.as_deref();
                 let retriable = r.is_some_and(|r| match &e {
                     UpstreamError::ConnectFailure(_)

@@ -228,10 +228,15 @@ pub struct HcmConfig {
     pub idle_timeout: Option<Duration>,
     /// `max_request_headers_kb` in bytes (default 60 KiB).
     pub max_request_headers_bytes: usize,
+    /// `drain_timeout` (default 5 s): how long a draining connection keeps serving (HTTP/2:
+    /// between the GOAWAY notice and the final GOAWAY; HTTP/1: before an idle one is closed).
+    pub drain_timeout: Duration,
     /// `normalize_path`.
     pub normalize_path: bool,
     /// `merge_slashes`.
     pub merge_slashes: bool,
+    /// `http_protocol_options.accept_http_10` (otherwise HTTP/1.0 gets 426).
+    pub accept_http_10: bool,
     /// `server_name` (default `envoy`).
     pub server_name: http::HeaderValue,
     /// `server_header_transformation`.

@@ -35,17 +35,10 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Envoy's virtual host selection: exact, then longest suffix wildcard, then longest prefix
-    /// wildcard, then `*`. `host` must already be lower-cased.
+    /// wildcard, then `*`. `host` must already be lower-cased. A port in the Host is part of the
+    /// name (Envoy does not retry without it; `ignore_port_in_host_matching` strips it first).
     pub fn find_virtual_host(&self, host: &str) -> Option<&Arc<VirtualHost>> {
-        let idx = self.find_index(host).or_else(|| {
-            // Envoy retries without the port when the Host carries one and nothing matched.
-            let (h, port) = host.rsplit_once(':')?;
-            if port.chars().all(|c| c.is_ascii_digit()) && !h.ends_with(']') || h.starts_with('[') {
-                self.find_index(h)
-            } else {
-                None
-            }
-        })?;
+        let idx = self.find_index(host)?;
         self.virtual_hosts.get(idx)
     }
 
@@ -80,6 +73,58 @@ pub struct VirtualHost {
     pub response_headers: HeaderOps,
     /// Virtual-host level retry policy (a route's own policy replaces it).
     pub retry_policy: Option<Arc<RetryPolicy>>,
+    /// Lookup index for large route lists (`None` for short ones: a scan is faster).
+    pub index: Option<RouteIndex>,
+}
+
+/// Index over a virtual host's routes that keeps first-match order.
+///
+/// Routes whose path is a plain prefix, exact path or separated prefix are keyed by that string;
+/// per key the route indices are kept ascending. Routes with extra conditions (headers, query,
+/// gRPC) are keyed the same way but still evaluated in full; regex and case-insensitive routes
+/// are always evaluated (`scan`).
+#[derive(Debug, Default)]
+pub struct RouteIndex {
+    /// Exact path -> route indices, ascending.
+    pub exact: HashMap<String, Vec<usize>>,
+    /// Prefix -> route indices, ascending.
+    pub prefix: HashMap<String, Vec<usize>>,
+    /// `path_separated_prefix` -> route indices, ascending.
+    pub separated: HashMap<String, Vec<usize>>,
+    /// Distinct prefix lengths, ascending.
+    pub prefix_lens: Vec<usize>,
+    /// Routes that must always be evaluated (regex, case-insensitive), ascending.
+    pub scan: Vec<usize>,
+}
+
+/// Route lists at least this long get an index.
+pub const INDEX_THRESHOLD: usize = 16;
+
+impl RouteIndex {
+    /// Build the index for `routes`.
+    pub fn build(routes: &[Route]) -> RouteIndex {
+        let mut ix = RouteIndex::default();
+        let mut lens = std::collections::BTreeSet::new();
+        for (i, r) in routes.iter().enumerate() {
+            let m = &r.matcher;
+            match &m.path {
+                PathMatch::Exact(p) if m.case_sensitive => {
+                    ix.exact.entry(p.clone()).or_default().push(i)
+                }
+                PathMatch::Prefix(p) if m.case_sensitive => {
+                    ix.prefix.entry(p.clone()).or_default().push(i);
+                    lens.insert(p.len());
+                }
+                PathMatch::SeparatedPrefix(p) => {
+                    ix.separated.entry(p.clone()).or_default().push(i);
+                    lens.insert(p.len());
+                }
+                _ => ix.scan.push(i),
+            }
+        }
+        ix.prefix_lens = lens.into_iter().collect();
+        ix
+    }
 }
 
 /// Path part of a route match.
@@ -186,6 +231,8 @@ pub struct Forward {
     pub rewrite: Option<PathRewrite>,
     /// Host rewrite.
     pub host_rewrite: Option<HostRewrite>,
+    /// `append_x_forwarded_host`: on a host rewrite, append the original to `x-forwarded-host`.
+    pub append_x_forwarded_host: bool,
     /// Retries.
     pub retry_policy: Option<Arc<RetryPolicy>>,
     /// Hashing for ring hash / maglev.

@@ -19,12 +19,38 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-/// A free loopback port (bound then released).
+/// A free loopback port (bound then released). Ports come from below the kernel's ephemeral
+/// range (32768+), so an outgoing connection cannot take one between this call and the bind,
+/// and a port is never handed out twice in one test process.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..10_000 {
+        let port = rand_port();
+        if given.contains(&port) {
+            continue;
+        }
+        let free = StdListener::bind(("127.0.0.1", port)).is_ok()
+            && StdListener::bind(("0.0.0.0", port)).is_ok();
+        if free {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+fn rand_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    20_000 + (h.finish() % 12_000) as u16
 }
 
 /// Replace `{name}` placeholders in a template.
@@ -317,6 +343,7 @@ impl Clients {
     }
 
     /// Send a request: `port` is layer8's listener; `host` the Host header.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
         h2: bool,

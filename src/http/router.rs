@@ -637,7 +637,12 @@ async fn forward(
         let uri = upstream_uri(&cluster, downstream_h2, &authority, &new_pq);
         let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
         if let Some(h) = builder.headers_mut() {
-            *h = parts.headers.clone();
+            // The last possible attempt takes the headers; earlier ones copy them for a retry.
+            *h = if attempt >= max_attempts {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
             if let Ok(v) = HeaderValue::from_str(&authority) {
                 h.insert(header::HOST, v);
             }
@@ -867,7 +872,11 @@ fn add_forwarding_headers(h: &mut http::HeaderMap, ctx: &ConnCtx) {
     let has_id = h.contains_key("x-request-id");
     let regenerate = hcm.use_remote_address && !hcm.preserve_external_request_id;
     if hcm.generate_request_id && (!has_id || regenerate) {
-        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        if let Ok(v) = HeaderValue::from_str(
+            &uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string(),
+        ) {
             h.insert("x-request-id", v);
         }
     }
@@ -878,7 +887,7 @@ fn add_forwarding_headers(h: &mut http::HeaderMap, ctx: &ConnCtx) {
 
 #[allow(clippy::too_many_arguments)]
 fn finish_response(
-    resp: Response<Incoming>,
+    resp: Response<crate::upstream::pool::PooledBody>,
     ctx: &ConnCtx,
     table: &RouteTable,
     vh: &VirtualHost,

@@ -174,8 +174,14 @@ pub async fn checkout(
         .idle_timeout
         .unwrap_or(Duration::from_secs(3600));
     if !use_h2 {
-        while let Some(s) = host.pool.idle.pop() {
+        while let Some(mut s) = host.pool.idle.pop() {
             if s.is_ready() {
+                return Ok(Sender::H1(s, host.clone(), idle));
+            }
+            // Returned at the end of its response body; hyper may not have marked it ready yet.
+            if !s.is_closed()
+                && futures_util::FutureExt::now_or_never(s.ready()).is_some_and(|r| r.is_ok())
+            {
                 return Ok(Sender::H1(s, host.clone(), idle));
             }
         }
@@ -210,35 +216,80 @@ pub async fn checkout(
 }
 
 impl Sender {
-    /// Send the request and wait for response headers.
+    /// Send the request and wait for response headers. An HTTP/1.1 connection goes back to the
+    /// host's idle queue when the response body has been read to its end (see [`PooledBody`]).
     pub async fn send(
         self,
         req: http::Request<UpstreamBody>,
-    ) -> Result<http::Response<Incoming>, UpstreamError> {
+    ) -> Result<http::Response<PooledBody>, UpstreamError> {
         match self {
-            Sender::H1(mut s, host, idle) => {
+            Sender::H1(mut s, host, _idle) => {
                 let resp = s.send_request(req).await.map_err(classify)?;
                 let close = resp
                     .headers()
                     .get(http::header::CONNECTION)
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-                if !close && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                    tokio::spawn(async move {
-                        // Ready again once the response body has been read to the end.
-                        if tokio::time::timeout(idle, s.ready())
-                            .await
-                            .is_ok_and(|r| r.is_ok())
-                        {
-                            let _ = host.pool.idle.push(s);
-                        }
-                    });
-                }
-                Ok(resp)
+                let reusable = !close && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
+                let give_back = reusable.then_some((s, host));
+                Ok(resp.map(|inner| PooledBody { inner, give_back }))
             }
             Sender::H2(mut s) => {
                 s.ready().await.map_err(classify)?;
-                s.send_request(req).await.map_err(classify)
+                let resp = s.send_request(req).await.map_err(classify)?;
+                Ok(resp.map(|inner| PooledBody {
+                    inner,
+                    give_back: None,
+                }))
             }
+        }
+    }
+}
+
+/// An upstream response body that returns its HTTP/1.1 connection to the pool once read to the
+/// end (no task per request; a body dropped early takes its connection with it).
+#[derive(Debug)]
+pub struct PooledBody {
+    inner: Incoming,
+    give_back: Option<(http1::SendRequest<UpstreamBody>, Arc<Host>)>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some((s, host)) = self.give_back.take() {
+            let _ = host.pool.idle.push(s);
+        }
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(r, std::task::Poll::Ready(None)) {
+            this.release();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if hyper::body::Body::is_end_stream(&self.inner) {
+            self.release();
         }
     }
 }

@@ -204,6 +204,7 @@ pub async fn start(
         log_reload,
     });
     let snap = state.snapshots.publish(snapshot);
+    release_config_memory();
     stats::gauge("cluster_manager.active_clusters").set(snap.clusters.len() as f64);
     stats::gauge("listener_manager.total_listeners_active").set(snap.listeners.len() as f64);
     let admin = match admin_addr {
@@ -239,6 +240,56 @@ pub async fn apply_bootstrap(
     let snap = state.snapshots.publish(next);
     mgr.apply(&snap.listeners, state).await?;
     Ok(snap)
+}
+
+/// Give back config-time memory: the protobuf descriptor pool used for JSON decoding (rebuilt
+/// on demand) and the allocator's free pages.
+pub fn release_config_memory() {
+    layer8_xds::registry::release();
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the OS; no pointers are invalidated.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    page_out_binary();
+}
+
+/// Ask the kernel to drop the resident pages of our own executable's read-only mappings (code
+/// and constants such as the embedded descriptor sets). They are clean file pages: whatever the
+/// data plane needs faults straight back in from the page cache, the config-time code that ran
+/// once at startup stays out of the working set.
+fn page_out_binary() {
+    const MADV_PAGEOUT: libc::c_int = 21;
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let exe = exe.to_string_lossy();
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if !line.ends_with(exe.as_ref()) || perms.contains('w') {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        // SAFETY: the range is a whole read-only, file-backed mapping of this process; PAGEOUT
+        // only reclaims pages, it never changes their contents or the mapping.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, MADV_PAGEOUT);
+        }
+    }
 }
 
 /// Wait for `/quitquitquit`, SIGTERM or SIGINT, then drain listeners.

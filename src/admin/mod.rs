@@ -116,8 +116,16 @@ async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Resp {
                 text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n")
             }
         }
-        "/server_info" => json(&config_dump::server_info(state)),
-        "/config_dump" => json(&config_dump::config_dump(state, query_param(&req, "resource"))),
+        "/server_info" => {
+            let info = config_dump::server_info(state);
+            crate::server::release_config_memory();
+            json(&info)
+        }
+        "/config_dump" => {
+            let dump = config_dump::config_dump(state, query_param(&req, "resource"));
+            crate::server::release_config_memory();
+            json(&dump)
+        }
         "/stats" => {
             stats::gauge("server.uptime").set(state.started.elapsed().as_secs() as f64);
             if query_param(&req, "format") == Some("prometheus") {

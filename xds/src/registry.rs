@@ -12,18 +12,26 @@ const EXT_DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ext-des
 /// File-name prefix of the placeholder descriptors made for unknown types.
 pub const PLACEHOLDER_DIR: &str = "layer8/placeholder/";
 
-fn cell() -> &'static RwLock<DescriptorPool> {
-    static POOL: OnceLock<RwLock<DescriptorPool>> = OnceLock::new();
-    POOL.get_or_init(|| RwLock::new(base_pool()))
+fn cell() -> &'static RwLock<Option<DescriptorPool>> {
+    static POOL: OnceLock<RwLock<Option<DescriptorPool>>> = OnceLock::new();
+    POOL.get_or_init(|| RwLock::new(None))
 }
 
 /// The shared pool (xds-api's descriptors, the extensions compiled from `proto/envoy-ext`, and the
-/// placeholders registered for unknown types). Cloning a pool is cheap; config-time only.
+/// placeholders registered for unknown types). Cloning a pool is cheap; config-time only. It is
+/// built on first use and can be dropped with [`release`] between config updates.
 pub fn pool() -> DescriptorPool {
-    match cell().read() {
-        Ok(p) => p.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
+    if let Some(p) = cell().read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        return p.clone();
     }
+    let mut guard = cell().write().unwrap_or_else(|p| p.into_inner());
+    guard.get_or_insert_with(base_pool).clone()
+}
+
+/// Drop the pool (several MB of descriptors) until it is needed again. Placeholders registered
+/// for unknown types are dropped with it and re-registered by the next decode that meets them.
+pub fn release() {
+    *cell().write().unwrap_or_else(|p| p.into_inner()) = None;
 }
 
 /// Register empty placeholder messages for type names the pool does not know (Istio-private
@@ -40,10 +48,8 @@ pub fn ensure_placeholders<'a>(names: impl IntoIterator<Item = &'a str>) {
     if missing.is_empty() {
         return;
     }
-    let mut guard = match cell().write() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut slot = cell().write().unwrap_or_else(|p| p.into_inner());
+    let guard = slot.get_or_insert_with(base_pool);
     for name in missing {
         if guard.get_message_by_name(name).is_some() {
             continue;

@@ -2,8 +2,13 @@
 //! chosen per connection by the codec setting) on hyper, each request handed to the [`router`].
 
 pub mod conn_io;
+pub mod forward;
 pub mod headers;
 pub mod local_reply;
+pub mod mirror;
+pub mod path;
+pub mod redirect;
+pub mod retry;
 pub mod route;
 pub mod router;
 

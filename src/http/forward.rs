@@ -1,0 +1,547 @@
+//! Forwarding a request upstream: cluster choice (single, weighted, header), request hashing,
+//! request header preparation (`x-forwarded-*`, `x-request-id`, mutations, rewrites), the
+//! attempt loop with timeouts and retries, and the response on its way back.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Incoming};
+use xxhash_rust::xxh64::xxh64;
+
+use super::headers::{self, FormatCtx};
+use super::local_reply::{self, Flag};
+use super::mirror::*;
+use super::path::*;
+use super::retry::*;
+use super::{ConnCtx, RespBody};
+use crate::model::cluster::Discovery;
+use crate::model::route::*;
+use crate::upstream::{pool, Cluster, Host, UpstreamError};
+
+/// Largest request body buffered so it can be retried or mirrored.
+pub(super) const MAX_REPLAY_BODY: usize = 64 * 1024;
+
+pub(super) fn pick_cluster<'a>(
+    fwd: &'a Forward,
+    req: &Request<Incoming>,
+) -> Result<(std::borrow::Cow<'a, str>, Option<&'a WeightedTarget>), ()> {
+    use std::borrow::Cow;
+    match &fwd.target {
+        ClusterTarget::Single(c) => Ok((Cow::Borrowed(c), None)),
+        ClusterTarget::Weighted { clusters, total } => {
+            let r = rand::random_range(0..*total);
+            let t = clusters.iter().find(|t| r < t.upper).ok_or(())?;
+            Ok((Cow::Borrowed(&t.cluster), Some(t)))
+        }
+        ClusterTarget::Header(h) => req
+            .headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| (Cow::Owned(s.to_string()), None))
+            .ok_or(()),
+    }
+}
+
+pub(super) fn request_hash(
+    policies: &[HashPolicy],
+    req: &Request<Incoming>,
+    ctx: &ConnCtx,
+) -> Option<u64> {
+    let mut hash: Option<u64> = None;
+    for p in policies {
+        let (h, terminal) = match p {
+            HashPolicy::Header(n, t) => (req.headers().get(n).map(|v| xxh64(v.as_bytes(), 0)), *t),
+            HashPolicy::SourceIp(t) => (
+                Some(xxh64(ctx.info.peer.ip().to_string().as_bytes(), 0)),
+                *t,
+            ),
+            HashPolicy::Query(name, t) => (
+                req.uri().query().and_then(|q| {
+                    q.split('&').find_map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                        (k == name).then(|| xxh64(v.as_bytes(), 0))
+                    })
+                }),
+                *t,
+            ),
+            HashPolicy::Cookie(name, t) => (
+                req.headers()
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find_map(|c| {
+                        c.split(';').find_map(|kv| {
+                            let (k, v) = kv.trim().split_once('=')?;
+                            (k == name).then(|| xxh64(v.as_bytes(), 0))
+                        })
+                    }),
+                *t,
+            ),
+        };
+        if let Some(h) = h {
+            hash = Some(match hash {
+                Some(prev) => prev.rotate_left(1) ^ h,
+                None => h,
+            });
+            if terminal {
+                break;
+            }
+        }
+    }
+    hash
+}
+
+pub(super) struct InFlight<'a>(&'a Cluster);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.circuit.requests.fetch_sub(1, Ordering::Relaxed);
+        self.0.stats.rq_active.decrement(1.0);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn forward(
+    req: Request<Incoming>,
+    ctx: &Arc<ConnCtx>,
+    snapshot: &crate::model::Snapshot,
+    table: &RouteTable,
+    vh: &VirtualHost,
+    route: &Route,
+    fwd: &Forward,
+    host: String,
+) -> Response<RespBody> {
+    let hcm = &ctx.hcm;
+    let started = Instant::now();
+    let Ok((cluster_name, weighted)) = pick_cluster(fwd, &req) else {
+        hcm.stats.no_cluster.increment(1);
+        return local_reply::for_flag(Flag::NoCluster, "");
+    };
+    let Some(cluster) = snapshot.cluster(&cluster_name).cloned() else {
+        hcm.stats.no_cluster.increment(1);
+        return local_reply::for_flag(Flag::NoCluster, "");
+    };
+    let downstream_h2 = req.version() == Version::HTTP_2;
+    let protocol = if downstream_h2 { "HTTP/2" } else { "HTTP/1.1" };
+    let hash = if fwd.hash_policy.is_empty() {
+        None
+    } else {
+        request_hash(&fwd.hash_policy, &req, ctx)
+    };
+    let retry = fwd
+        .retry_policy
+        .as_ref()
+        .or(vh.retry_policy.as_ref())
+        .cloned();
+
+    // Circuit breaker: max_requests.
+    if cluster.circuit.requests.load(Ordering::Relaxed) >= cluster.config.thresholds.max_requests {
+        cluster.stats.rq_pending_overflow.increment(1);
+        return local_reply::for_flag(Flag::Overflow, "");
+    }
+    cluster.circuit.requests.fetch_add(1, Ordering::Relaxed);
+    cluster.stats.rq_active.increment(1.0);
+    let _inflight = InFlight(&cluster);
+    cluster.stats.rq_total.increment(1);
+
+    let (mut parts, body) = req.into_parts();
+    let downstream_headers = parts.headers.clone();
+    let is_upgrade = parts.headers.contains_key(header::UPGRADE)
+        && parts
+            .headers
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+        && hcm.upgrades.iter().any(|u| {
+            parts
+                .headers
+                .get(header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.eq_ignore_ascii_case(u))
+        });
+    let downstream_upgrade = if is_upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+
+    // Request headers: hop-by-hop, forwarding headers, configured mutations.
+    headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
+    add_forwarding_headers(&mut parts.headers, ctx);
+    if let Some(t) = fwd.timeout {
+        if let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string()) {
+            parts.headers.insert("x-envoy-expected-rq-timeout-ms", v);
+        }
+    }
+    let fctx = FormatCtx {
+        info: &ctx.info,
+        protocol,
+        request: None,
+        upstream: None,
+    };
+    headers::apply(&route.request_headers, &mut parts.headers, &fctx);
+    if let Some(w) = weighted {
+        headers::apply(&w.request_headers, &mut parts.headers, &fctx);
+    }
+    headers::apply(&vh.request_headers, &mut parts.headers, &fctx);
+    headers::apply(&table.request_headers, &mut parts.headers, &fctx);
+
+    // Path and host rewrites.
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let new_pq = rewrite_path(&pq, &fwd.rewrite, &route.matcher);
+    if fwd.rewrite.is_some() {
+        // Envoy records the path before a configured rewrite, even one that did not change it.
+        if let Ok(v) = HeaderValue::from_str(&pq) {
+            parts.headers.insert("x-envoy-original-path", v);
+        }
+    }
+    let mut authority = host.clone();
+    match &fwd.host_rewrite {
+        Some(HostRewrite::Literal(v)) => authority = v.to_str().unwrap_or(&host).to_string(),
+        Some(HostRewrite::FromHeader(n)) => {
+            if let Some(v) = parts.headers.get(n).and_then(|v| v.to_str().ok()) {
+                authority = v.to_string();
+            }
+        }
+        Some(HostRewrite::Auto) | None => {}
+    }
+    if authority != host && !host.is_empty() {
+        // Envoy's Utility::updateAuthority: keep the original in x-envoy-original-host, and
+        // append it to x-forwarded-host only when the route asks for it.
+        if let Ok(v) = HeaderValue::from_str(&host) {
+            if fwd.append_x_forwarded_host {
+                let xfh = match parts
+                    .headers
+                    .get("x-forwarded-host")
+                    .and_then(|x| x.to_str().ok())
+                {
+                    Some(prev) => {
+                        HeaderValue::from_str(&format!("{prev},{host}")).unwrap_or(v.clone())
+                    }
+                    None => v.clone(),
+                };
+                parts.headers.insert("x-forwarded-host", xfh);
+            }
+            parts.headers.insert("x-envoy-original-host", v);
+        }
+    }
+
+    // Body: buffer small ones so they can be retried or mirrored.
+    let replayable = body.is_end_stream()
+        || (retry.is_some() || !fwd.mirrors.is_empty())
+            && body
+                .size_hint()
+                .upper()
+                .is_some_and(|u| u as usize <= MAX_REPLAY_BODY);
+    let mut streaming: Option<Incoming> = None;
+    let mut buffered: Option<Bytes> = None;
+    if body.is_end_stream() {
+        buffered = Some(Bytes::new());
+    } else if replayable {
+        match Limited::new(body, MAX_REPLAY_BODY).collect().await {
+            Ok(c) => buffered = Some(c.to_bytes()),
+            Err(_) => return local_reply::for_flag(Flag::Reset, ""),
+        }
+    } else {
+        streaming = Some(body);
+    }
+
+    for m in &fwd.mirrors {
+        if let (Some(b), Some(mc)) = (&buffered, snapshot.cluster(&m.cluster)) {
+            if m.per_million >= 1_000_000 || rand::random_range(0..1_000_000) < m.per_million {
+                spawn_mirror(mc.clone(), &parts, &new_pq, &authority, b.clone());
+            }
+        }
+    }
+
+    let deadline = fwd.timeout.map(|t| started + t);
+    let max_attempts = 1 + retry.as_ref().map_or(0, |r| r.num_retries);
+    let mut tried: Vec<Arc<Host>> = Vec::new();
+    let mut attempt = 0u32;
+    let mut last: Response<RespBody>;
+    loop {
+        attempt += 1;
+        let avoid: &[Arc<Host>] = if retry.as_ref().is_some_and(|r| r.avoid_previous_hosts) {
+            &tried
+        } else {
+            &[]
+        };
+        let target = if cluster.config.discovery == Discovery::OriginalDst {
+            ctx.info.original_dst.map(|d| cluster.original_dst_host(d))
+        } else {
+            cluster.pick(hash, attempt - 1, avoid)
+        };
+        let Some(target) = target else {
+            cluster.stats.cx_none_healthy.increment(1);
+            return local_reply::for_flag(Flag::NoHealthyUpstream, "");
+        };
+        tried.push(target.clone());
+        let _active = target.start_request();
+
+        let body: pool::UpstreamBody = match (&buffered, streaming.take()) {
+            (Some(b), _) => Either::Right(Full::new(b.clone())),
+            (None, Some(s)) => Either::Left(s),
+            (None, None) => break local_reply::for_flag(Flag::Reset, ""),
+        };
+        let uri = upstream_uri(&cluster, downstream_h2, &authority, &new_pq);
+        let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
+        if let Some(h) = builder.headers_mut() {
+            // The last possible attempt takes the headers; earlier ones copy them for a retry.
+            *h = if attempt >= max_attempts {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+            if let Ok(v) = HeaderValue::from_str(&authority) {
+                h.insert(header::HOST, v);
+            }
+            if matches!(fwd.host_rewrite, Some(HostRewrite::Auto)) && !target.hostname.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&target.hostname) {
+                    h.insert(header::HOST, v);
+                }
+            }
+        }
+        let Ok(mut upstream_req) = builder.body(body) else {
+            break local_reply::reply(StatusCode::BAD_REQUEST, "Bad Request");
+        };
+        if is_upgrade {
+            *upstream_req.version_mut() = Version::HTTP_11;
+        }
+
+        let per_try = retry.as_ref().and_then(|r| r.per_try_timeout);
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let limit = match (per_try, remaining) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let exchange = async {
+            let sender = pool::checkout(&cluster, &target, downstream_h2).await?;
+            sender.send(upstream_req).await
+        };
+        let outcome = match limit {
+            Some(l) => tokio::time::timeout(l, exchange).await.map_err(|_| ()),
+            None => Ok(exchange.await),
+        };
+        let retries_left = attempt < max_attempts && (buffered.is_some());
+        match outcome {
+            Err(()) => {
+                let global = deadline.is_some_and(|d| Instant::now() >= d);
+                if global {
+                    cluster.stats.rq_timeout.increment(1);
+                    hcm.stats.rq_timeout.increment(0);
+                    last = local_reply::for_flag(Flag::Timeout, "");
+                    break last;
+                }
+                cluster.stats.rq_per_try_timeout.increment(1);
+                last = local_reply::for_flag(Flag::Timeout, "");
+                let r = retry.as_deref();
+                if retries_left
+                    && r.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset)
+                    && take_retry(&cluster)
+                {
+                    backoff(r, attempt, deadline).await;
+                    continue;
+                }
+                break last;
+            }
+            Ok(Err(e)) => {
+                // Envoy's reset reasons; a refused or failed TCP connect carries no transport
+                // failure reason in its body.
+                let (flag, reason, detail) = match &e {
+                    UpstreamError::Overflow => (Flag::Overflow, "overflow", String::new()),
+                    UpstreamError::ConnectFailure(_) => (
+                        Flag::ConnectFailure,
+                        "remote connection failure",
+                        String::new(),
+                    ),
+                    UpstreamError::ConnectTimeout => {
+                        (Flag::ConnectFailure, "connection timeout", String::new())
+                    }
+                    UpstreamError::TlsUnsupported => (
+                        Flag::ConnectFailure,
+                        "remote connection failure",
+                        e.to_string(),
+                    ),
+                    UpstreamError::Reset(_) | UpstreamError::Refused => {
+                        (Flag::Reset, "connection termination", String::new())
+                    }
+                };
+                last = local_reply::upstream_failure(flag, reason, &detail, attempt > 1);
+                let r = retry.as_deref();
+                let retriable = r.is_some_and(|r| match &e {
+                    UpstreamError::ConnectFailure(_)
+                    | UpstreamError::ConnectTimeout
+                    | UpstreamError::TlsUnsupported => {
+                        r.on_connect_failure || r.on_5xx || r.on_gateway_error
+                    }
+                    UpstreamError::Refused => r.on_refused_stream || r.on_5xx || r.on_reset,
+                    UpstreamError::Reset(_) => r.on_reset || r.on_5xx,
+                    UpstreamError::Overflow => false,
+                });
+                // Connect failures never consumed the body, so even a streamed body can retry.
+                let body_intact = buffered.is_some()
+                    || matches!(
+                        e,
+                        UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout
+                    );
+                if retriable && attempt < max_attempts && body_intact && take_retry(&cluster) {
+                    backoff(r, attempt, deadline).await;
+                    continue;
+                }
+                break last;
+            }
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                cluster.stats.response(status);
+                if let Some(r) = retry.as_deref() {
+                    let want = (r.on_5xx && status >= 500)
+                        || (r.on_gateway_error && (502..=504).contains(&status))
+                        || (r.on_retriable_status && r.retriable_status_codes.contains(&status));
+                    if want && retries_left && take_retry(&cluster) {
+                        drop(resp);
+                        backoff(Some(r), attempt, deadline).await;
+                        continue;
+                    }
+                }
+                if attempt > 1 {
+                    cluster.stats.rq_retry_success.increment(1);
+                }
+                let upstream_addr = target.key();
+                break finish_response(
+                    resp,
+                    ctx,
+                    table,
+                    vh,
+                    route,
+                    weighted,
+                    started,
+                    protocol,
+                    &downstream_headers,
+                    upstream_addr,
+                    downstream_upgrade,
+                );
+            }
+        }
+    }
+}
+
+pub(super) fn upstream_uri(
+    cluster: &Cluster,
+    downstream_h2: bool,
+    authority: &str,
+    pq: &str,
+) -> Uri {
+    use crate::model::cluster::UpstreamProtocol as P;
+    let h2 = match cluster.config.protocol {
+        P::Http2 => true,
+        P::Http1 => false,
+        P::UseDownstream => downstream_h2,
+    };
+    if h2 {
+        if let Ok(u) = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(pq)
+            .build()
+        {
+            return u;
+        }
+    }
+    pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+pub(super) fn add_forwarding_headers(h: &mut http::HeaderMap, ctx: &ConnCtx) {
+    let hcm = &ctx.hcm;
+    let proto = if ctx.info.transport == "tls" {
+        "https"
+    } else {
+        "http"
+    };
+    if hcm.use_remote_address {
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        if !hcm.skip_xff_append {
+            let peer = ctx.info.peer.ip().to_string();
+            let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(existing) => format!("{existing}, {peer}"),
+                None => peer,
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert("x-forwarded-for", v);
+            }
+        }
+    } else if !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    let has_id = h.contains_key("x-request-id");
+    let regenerate = hcm.use_remote_address && !hcm.preserve_external_request_id;
+    if hcm.generate_request_id && (!has_id || regenerate) {
+        if let Ok(v) = HeaderValue::from_str(
+            &uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string(),
+        ) {
+            h.insert("x-request-id", v);
+        }
+    }
+    if let Some(via) = &hcm.via {
+        h.append(header::VIA, via.clone());
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish_response(
+    resp: Response<crate::upstream::pool::PooledBody>,
+    ctx: &ConnCtx,
+    table: &RouteTable,
+    vh: &VirtualHost,
+    route: &Route,
+    weighted: Option<&WeightedTarget>,
+    started: Instant,
+    protocol: &'static str,
+    request_headers: &http::HeaderMap,
+    upstream: String,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<RespBody> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let (mut parts, body) = resp.into_parts();
+    if switching {
+        if let (Some(down), Some(up)) = (
+            downstream_upgrade,
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        ) {
+            tokio::spawn(async move {
+                if let (Ok(d), Ok(u)) = (down.await, up.await) {
+                    let mut d = hyper_util::rt::TokioIo::new(d);
+                    let mut u = hyper_util::rt::TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+                }
+            });
+        }
+    }
+    headers::strip_hop_by_hop(&mut parts.headers, switching);
+    if let Ok(v) = HeaderValue::from_str(&started.elapsed().as_millis().to_string()) {
+        parts.headers.insert("x-envoy-upstream-service-time", v);
+    }
+    let fctx = FormatCtx {
+        info: &ctx.info,
+        protocol,
+        request: Some(request_headers),
+        upstream: Some(upstream),
+    };
+    headers::apply(&route.response_headers, &mut parts.headers, &fctx);
+    if let Some(w) = weighted {
+        headers::apply(&w.response_headers, &mut parts.headers, &fctx);
+    }
+    headers::apply(&vh.response_headers, &mut parts.headers, &fctx);
+    headers::apply(&table.response_headers, &mut parts.headers, &fctx);
+    Response::from_parts(parts, Either::Left(body))
+}

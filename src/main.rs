@@ -184,9 +184,10 @@ fn run(cli: Cli, reload: Reload) -> anyhow::Result<()> {
         )?;
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(concurrency)
-        .thread_name("layer8-worker")
+    // Data plane: one single-threaded runtime per worker. Config, admin and signals: this thread.
+    layer8::workers::start(concurrency).context("worker threads")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .thread_name("layer8-main")
         .enable_all()
         .build()
         .context("tokio runtime")?;

@@ -421,3 +421,51 @@ async fn dns_clusters_resolve_localhost() {
     assert_eq!(c.get(listen, "svc", "/logical").await.status, 200);
     assert_eq!(stat("cluster.dns_strict.membership_total"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_per_connection_and_idle_timeout() {
+    let up = echo_upstream("u").await;
+    let (admin, listen) = (free_port(), free_port());
+    let vhosts = r#"            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/idle" }
+                route: { cluster: pool_idle }
+              - match: { prefix: "/" }
+                route: { cluster: pool_max }"#;
+    let opts = |common: &str| {
+        format!(
+            r#"    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        common_http_protocol_options: {{ {common} }}
+        explicit_http_config: {{ http_protocol_options: {{}} }}
+"#
+        )
+    };
+    let clusters = static_cluster(
+        "pool_max",
+        &[up.addr],
+        &opts("max_requests_per_connection: 3"),
+    ) + &static_cluster("pool_idle", &[up.addr], &opts("idle_timeout: 0.2s"));
+    let _l8 = start_in_process(&http_bootstrap(admin, listen, vhosts, &clusters, "")).await;
+    let c = Clients::new();
+    for _ in 0..9 {
+        assert_eq!(c.get(listen, "svc", "/").await.status, 200);
+    }
+    assert_eq!(
+        stat("cluster.pool_max.upstream_cx_total"),
+        3,
+        "3 requests per connection"
+    );
+    assert_eq!(c.get(listen, "svc", "/idle").await.status, 200);
+    assert_eq!(c.get(listen, "svc", "/idle").await.status, 200);
+    assert_eq!(stat("cluster.pool_idle.upstream_cx_total"), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(c.get(listen, "svc", "/idle").await.status, 200);
+    assert_eq!(
+        stat("cluster.pool_idle.upstream_cx_total"),
+        2,
+        "idle connection not reused"
+    );
+}

@@ -38,12 +38,12 @@ impl Generation {
 
 struct Active {
     current: Arc<ArcSwap<Generation>>,
-    accept: Option<tokio::task::JoinHandle<()>>,
+    accept: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        if let Some(t) = &self.accept {
+        for t in &self.accept {
             t.abort();
         }
         self.current.load().drain();
@@ -95,9 +95,9 @@ impl ListenerManager {
             }
             let current = Arc::new(ArcSwap::new(Generation::new(cfg.clone())));
             let accept = if cfg.bind_to_port {
-                Some(spawn_accept(cfg, current.clone(), state.clone()).await?)
+                spawn_accept(cfg, current.clone(), state.clone()).await?
             } else {
-                None
+                Vec::new()
             };
             next.insert(cfg.name.clone(), Active { current, accept });
         }
@@ -117,29 +117,75 @@ impl ListenerManager {
     /// Stop accepting on all listeners (`/drain_listeners?inboundonly` is not distinguished).
     pub fn stop_accepting(&mut self) {
         for a in self.active.values_mut() {
-            if let Some(t) = a.accept.take() {
+            for t in a.accept.drain(..) {
                 t.abort();
             }
         }
     }
 }
 
-fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
+/// A listening socket; with `reuse_port` several can share one address (one per worker).
+fn bind_tcp(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
     } else {
-        tokio::net::TcpSocket::new_v6()?
+        socket2::Domain::IPV6
     };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
+async fn accept_tcp(
+    listener: std::net::TcpListener,
+    current: Arc<ArcSwap<Generation>>,
+    state: Arc<State>,
+    cx_total: metrics::Counter,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register listener socket");
+            return;
+        }
+    };
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        cx_total.increment(1);
+        let generation = current.load_full();
+        let drain = generation.drain.subscribe();
+        tokio::spawn(super::serve_tcp(
+            stream,
+            generation.config.clone(),
+            state.clone(),
+            drain,
+        ));
+    }
+}
+
+/// Bind the listener and start its accept loops: one per worker (each on its own
+/// `SO_REUSEPORT` socket), or one on the current runtime when no workers run.
 async fn spawn_accept(
     cfg: &Arc<ListenerConfig>,
     current: Arc<ArcSwap<Generation>>,
     state: Arc<State>,
-) -> Result<tokio::task::JoinHandle<()>, BindError> {
+) -> Result<Vec<tokio::task::JoinHandle<()>>, BindError> {
     let err = |source| BindError {
         name: cfg.name.clone(),
         address: cfg.address.to_string(),
@@ -148,43 +194,51 @@ async fn spawn_accept(
     let cx_total = crate::stats::counter(format!("{}.downstream_cx_total", cfg.stat_prefix));
     match &cfg.address {
         ListenAddr::Tcp(addr) => {
-            let listener = bind_tcp(*addr).map_err(err)?;
-            Ok(tokio::spawn(async move {
-                loop {
-                    let stream = match listener.accept().await {
-                        Ok((s, _)) => s,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
-                    cx_total.increment(1);
-                    let generation = current.load_full();
-                    let drain = generation.drain.subscribe();
-                    tokio::spawn(super::serve_tcp(
-                        stream,
-                        generation.config.clone(),
+            let workers = crate::workers::handles();
+            if workers.is_empty() {
+                let l = bind_tcp(*addr, false).map_err(err)?;
+                return Ok(vec![tokio::spawn(accept_tcp(l, current, state, cx_total))]);
+            }
+            // Bind every socket before starting any loop, so a bind error leaves nothing behind.
+            let first = bind_tcp(*addr, true).map_err(err)?;
+            let bound = first.local_addr().map_err(err)?;
+            let mut sockets = vec![first];
+            for _ in 1..workers.len() {
+                sockets.push(bind_tcp(bound, true).map_err(err)?);
+            }
+            Ok(sockets
+                .into_iter()
+                .zip(workers)
+                .map(|(l, h)| {
+                    h.spawn(accept_tcp(
+                        l,
+                        current.clone(),
                         state.clone(),
-                        drain,
-                    ));
-                }
-            }))
+                        cx_total.clone(),
+                    ))
+                })
+                .collect())
         }
         ListenAddr::Unix(path) => {
             let p = path.to_string_lossy();
             if !p.starts_with('@') {
                 let _ = std::fs::remove_file(path);
             }
-            let listener = if let Some(abs) = p.strip_prefix('@') {
+            let std_l = if let Some(abs) = p.strip_prefix('@') {
                 let addr = <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(abs.as_bytes()).map_err(err)?;
-                let std_l = std::os::unix::net::UnixListener::bind_addr(&addr).map_err(err)?;
-                std_l.set_nonblocking(true).map_err(err)?;
-                UnixListener::from_std(std_l).map_err(err)?
+                std::os::unix::net::UnixListener::bind_addr(&addr).map_err(err)?
             } else {
-                UnixListener::bind(path).map_err(err)?
+                std::os::unix::net::UnixListener::bind(path).map_err(err)?
             };
-            Ok(tokio::spawn(async move {
+            std_l.set_nonblocking(true).map_err(err)?;
+            let task = async move {
+                let listener = match UnixListener::from_std(std_l) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot register unix listener");
+                        return;
+                    }
+                };
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -200,7 +254,11 @@ async fn spawn_accept(
                         drain,
                     ));
                 }
-            }))
+            };
+            Ok(vec![match crate::workers::handles().first() {
+                Some(h) => h.spawn(task),
+                None => tokio::spawn(task),
+            }])
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -45,19 +45,36 @@ pub enum UpstreamError {
     TlsUnsupported,
 }
 
-/// Connections to one host.
+/// Connections to one host, one slot per worker so a connection is only used on the worker
+/// (runtime) that drives it.
 #[derive(Debug)]
 pub struct HostPool {
-    idle: ArrayQueue<http1::SendRequest<UpstreamBody>>,
-    h2: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
+    slots: Box<[Slot]>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    idle: ArrayQueue<H1Conn>,
+    h2: ArcSwapOption<H2Conn>,
 }
 
 impl Default for HostPool {
     fn default() -> Self {
         HostPool {
-            idle: ArrayQueue::new(MAX_IDLE_H1),
-            h2: ArcSwapOption::empty(),
+            slots: (0..crate::workers::count())
+                .map(|_| Slot {
+                    idle: ArrayQueue::new(MAX_IDLE_H1),
+                    h2: ArcSwapOption::empty(),
+                })
+                .collect(),
         }
+    }
+}
+
+impl HostPool {
+    fn slot(&self) -> &Slot {
+        let i = crate::workers::current() % self.slots.len().max(1);
+        &self.slots[i]
     }
 }
 
@@ -149,10 +166,26 @@ fn classify(e: hyper::Error) -> UpstreamError {
     UpstreamError::Reset(e.to_string())
 }
 
+/// A pooled HTTP/1.1 connection and how many requests it has carried.
+#[derive(Debug)]
+pub struct H1Conn {
+    sender: http1::SendRequest<UpstreamBody>,
+    used: u32,
+    idle_since: Instant,
+}
+
+/// A shared HTTP/2 connection and how many streams it has been given.
+#[derive(Debug)]
+pub struct H2Conn {
+    sender: http2::SendRequest<UpstreamBody>,
+    streams: std::sync::atomic::AtomicU32,
+}
+
 /// A connection ready to take one request.
 pub enum Sender {
-    /// HTTP/1.1: returned to the host's idle queue once the response body is read.
-    H1(http1::SendRequest<UpstreamBody>, Arc<Host>, Duration),
+    /// HTTP/1.1: returned to the host's idle queue once the response body is read, unless it
+    /// reached `max_requests_per_connection`.
+    H1(H1Conn, Arc<Host>, Option<u32>),
     /// HTTP/2: a clone of the host's multiplexed connection.
     H2(http2::SendRequest<UpstreamBody>),
 }
@@ -169,20 +202,25 @@ pub async fn checkout(
         UpstreamProtocol::Http2 => true,
         UpstreamProtocol::UseDownstream => downstream_h2,
     };
-    let idle = cluster
+    let max = cluster
         .config
-        .idle_timeout
-        .unwrap_or(Duration::from_secs(3600));
+        .max_requests_per_connection
+        .filter(|m| *m > 0);
     if !use_h2 {
-        while let Some(mut s) = host.pool.idle.pop() {
-            if s.is_ready() {
-                return Ok(Sender::H1(s, host.clone(), idle));
+        let idle_timeout = cluster.config.idle_timeout.unwrap_or(Duration::MAX);
+        while let Some(mut c) = host.pool.slot().idle.pop() {
+            if c.idle_since.elapsed() >= idle_timeout {
+                continue; // idle too long (`common_http_protocol_options.idle_timeout`): close
+            }
+            if c.sender.is_ready() {
+                return Ok(Sender::H1(c, host.clone(), max));
             }
             // Returned at the end of its response body; hyper may not have marked it ready yet.
-            if !s.is_closed()
-                && futures_util::FutureExt::now_or_never(s.ready()).is_some_and(|r| r.is_ok())
+            if !c.sender.is_closed()
+                && futures_util::FutureExt::now_or_never(c.sender.ready())
+                    .is_some_and(|r| r.is_ok())
             {
-                return Ok(Sender::H1(s, host.clone(), idle));
+                return Ok(Sender::H1(c, host.clone(), max));
             }
         }
         let (io, guard) = connect(cluster, host).await?;
@@ -194,11 +232,20 @@ pub async fn checkout(
             let _guard = guard;
             let _ = conn.with_upgrades().await;
         });
-        return Ok(Sender::H1(s, host.clone(), idle));
+        return Ok(Sender::H1(
+            H1Conn {
+                sender: s,
+                used: 0,
+                idle_since: Instant::now(),
+            },
+            host.clone(),
+            max,
+        ));
     }
-    if let Some(s) = host.pool.h2.load_full() {
-        if !s.is_closed() {
-            return Ok(Sender::H2((*s).clone()));
+    if let Some(c) = host.pool.slot().h2.load_full() {
+        let n = c.streams.fetch_add(1, Ordering::Relaxed) + 1;
+        if !c.sender.is_closed() && max.is_none_or(|m| n <= m) {
+            return Ok(Sender::H2(c.sender.clone()));
         }
     }
     let (io, guard) = connect(cluster, host).await?;
@@ -211,7 +258,10 @@ pub async fn checkout(
         let _guard = guard;
         let _ = conn.await;
     });
-    host.pool.h2.store(Some(Arc::new(s.clone())));
+    host.pool.slot().h2.store(Some(Arc::new(H2Conn {
+        sender: s.clone(),
+        streams: std::sync::atomic::AtomicU32::new(1),
+    })));
     Ok(Sender::H2(s))
 }
 
@@ -223,14 +273,17 @@ impl Sender {
         req: http::Request<UpstreamBody>,
     ) -> Result<http::Response<PooledBody>, UpstreamError> {
         match self {
-            Sender::H1(mut s, host, _idle) => {
-                let resp = s.send_request(req).await.map_err(classify)?;
+            Sender::H1(mut c, host, max) => {
+                let resp = c.sender.send_request(req).await.map_err(classify)?;
+                c.used += 1;
                 let close = resp
                     .headers()
                     .get(http::header::CONNECTION)
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-                let reusable = !close && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-                let give_back = reusable.then_some((s, host));
+                let reusable = !close
+                    && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                    && max.is_none_or(|m| c.used < m);
+                let give_back = reusable.then_some((c, host));
                 Ok(resp.map(|inner| PooledBody { inner, give_back }))
             }
             Sender::H2(mut s) => {
@@ -250,13 +303,14 @@ impl Sender {
 #[derive(Debug)]
 pub struct PooledBody {
     inner: Incoming,
-    give_back: Option<(http1::SendRequest<UpstreamBody>, Arc<Host>)>,
+    give_back: Option<(H1Conn, Arc<Host>)>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((s, host)) = self.give_back.take() {
-            let _ = host.pool.idle.push(s);
+        if let Some((mut s, host)) = self.give_back.take() {
+            s.idle_since = Instant::now();
+            let _ = host.pool.slot().idle.push(s);
         }
     }
 }

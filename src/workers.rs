@@ -1,0 +1,51 @@
+//! Worker threads: one single-threaded tokio runtime per `--concurrency` slot, as Envoy runs one
+//! event loop per worker. A downstream connection, its requests and the upstream connections it
+//! uses live on one worker, so the hot path never hops between cores; each listener gets one
+//! `SO_REUSEPORT` socket per worker and the kernel spreads connections over them.
+//!
+//! Without registered workers (in-process tests) everything runs on the caller's runtime.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+use tokio::runtime::Handle;
+
+static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
+
+thread_local! {
+    static WORKER_ID: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Start `n` worker threads and register them. Call once, before any config is loaded.
+pub fn start(n: usize) -> std::io::Result<()> {
+    let mut handles = Vec::with_capacity(n);
+    for id in 0..n.max(1) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        handles.push(rt.handle().clone());
+        std::thread::Builder::new()
+            .name(format!("layer8-worker-{id}"))
+            .spawn(move || {
+                WORKER_ID.with(|w| w.set(id));
+                rt.block_on(std::future::pending::<()>());
+            })?;
+    }
+    let _ = WORKERS.set(handles);
+    Ok(())
+}
+
+/// The registered worker runtimes (empty when none were started).
+pub fn handles() -> &'static [Handle] {
+    WORKERS.get().map_or(&[], |v| v.as_slice())
+}
+
+/// Number of per-worker slots that per-worker state (connection pools) needs.
+pub fn count() -> usize {
+    handles().len().max(1)
+}
+
+/// This thread's worker index (0 outside workers).
+pub fn current() -> usize {
+    WORKER_ID.with(|w| w.get())
+}

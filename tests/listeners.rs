@@ -373,3 +373,41 @@ async fn tcp_proxy_weighted_idle_timeout_and_byte_counters() {
     assert_eq!(stat("tcp.idle_test.idle_timeout"), 1);
     assert_eq!(stat("tcp.idle_test.downstream_cx_total"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_listener_and_upstream() {
+    let up6 = tokio::net::TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind v6 upstream");
+    let up_addr = up6.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = up6.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1024];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let _ = s.write_all(&buf[..n]).await;
+            });
+        }
+    });
+    let (admin, port) = (free_port(), free_port());
+    let chain = tcp_chain("{}", "v6_up");
+    let l = listener("v6", "::1", port, "", &chain, "");
+    let cluster = format!(
+        "  - name: v6_up\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: v6_up\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: \"::1\", port_value: {} }} }} }}\n",
+        up_addr.port()
+    );
+    let _l8 = start_in_process(&bootstrap(
+        admin,
+        &l.replace("address: ::1,", "address: \"::1\","),
+        &cluster,
+    ))
+    .await;
+    let mut s =
+        tokio::net::TcpStream::connect(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)))
+            .await
+            .expect("connect v6");
+    s.write_all(b"over ipv6").await.expect("write");
+    let mut got = [0u8; 9];
+    s.read_exact(&mut got).await.expect("echo");
+    assert_eq!(&got, b"over ipv6");
+}

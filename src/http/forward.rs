@@ -151,12 +151,13 @@ pub(super) async fn forward(
 
     let (mut parts, body) = req.into_parts();
     let downstream_headers = parts.headers.clone();
-    let is_upgrade = parts.headers.contains_key(header::UPGRADE)
+    let wants_upgrade = parts.headers.contains_key(header::UPGRADE)
         && parts
             .headers
             .get(header::CONNECTION)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"));
+    let is_upgrade = wants_upgrade
         && hcm.upgrades.iter().any(|u| {
             parts
                 .headers
@@ -164,6 +165,13 @@ pub(super) async fn forward(
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.eq_ignore_ascii_case(u))
         });
+    if wants_upgrade && !is_upgrade {
+        // Envoy refuses upgrades that no `upgrade_configs` entry allows.
+        return super::router::closing(
+            local_reply::reply(StatusCode::FORBIDDEN, Bytes::new()),
+            parts.version,
+        );
+    }
     let downstream_upgrade = if is_upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
     } else {

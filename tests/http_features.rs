@@ -192,3 +192,50 @@ async fn observational_filters_are_skipped_visibly_and_logging_changes_level() {
         (404, "logging is not reloadable\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_name_transformations_and_port_insensitive_hosts() {
+    let up = echo_upstream("a").await;
+    let (admin, l1) = (free_port(), free_port());
+    let routes =
+        "              - match: { prefix: \"/\" }\n                route: { cluster: srv }";
+    let yaml = http_bootstrap(
+        admin,
+        l1,
+        &vhosts(routes),
+        &static_cluster("srv", &[up.addr], ""),
+        "server_name: edge-proxy",
+    )
+    .replace(
+        "            name: local\n",
+        "            name: local\n            ignore_port_in_host_matching: true\n",
+    )
+    .replace("domains: [\"*\"]", "domains: [\"api.example.com\"]");
+    let _l8 = start_in_process(&yaml).await;
+    let c = Clients::new();
+    let r = c.get(l1, "api.example.com:8443", "/").await;
+    assert_eq!(
+        (r.status, r.header("server")),
+        (200, Some("edge-proxy")),
+        "port ignored for host matching; server overwritten"
+    );
+    assert_eq!(
+        r.echo().headers["host"],
+        "api.example.com:8443",
+        "the Host itself is forwarded unchanged"
+    );
+    assert_eq!(c.get(l1, "other.example.com", "/").await.status, 404);
+
+    // PASS_THROUGH keeps the upstream's (absent) server header.
+    let (admin2, l2) = (free_port(), free_port());
+    let yaml = http_bootstrap(
+        admin2,
+        l2,
+        &vhosts(routes),
+        &static_cluster("srv2", &[up.addr], ""),
+        "server_header_transformation: PASS_THROUGH",
+    )
+    .replace("cluster: srv }", "cluster: srv2 }");
+    let _l8b = start_in_process(&yaml).await;
+    assert_eq!(c.get(l2, "x", "/").await.header("server"), None);
+}

@@ -6,99 +6,11 @@
 //! 65534 and its own traffic is excluded from capture, like istio-proxy's uid 1337.
 
 mod common;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::netns::Netns;
 use common::*;
-
-struct Netns {
-    name: String,
-    children: Vec<Child>,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("l8od{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns {
-            name,
-            children: Vec::new(),
-        };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).args(args);
-        c
-    }
-
-    fn exec(&self, args: &[&str]) -> String {
-        let out = self
-            .cmd(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn spawn(&mut self, args: &[&str], log: &std::path::Path) {
-        let log = std::fs::File::create(log).expect("log");
-        let child = self
-            .cmd(args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        self.children.push(child);
-    }
-
-    fn curl(&self, url: &str) -> (String, String) {
-        let out = self
-            .cmd(&[
-                "curl",
-                "-s",
-                "-m",
-                "5",
-                "-o",
-                "-",
-                "-w",
-                "\n%{http_code}",
-                url,
-            ])
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
-        (code.to_string(), body.to_string())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(args: &[&str]) {
-    let st = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(st.success(), "{args:?} failed");
-}
 
 const BOOTSTRAP: &str = r#"
 admin:

@@ -469,3 +469,58 @@ async fn max_requests_per_connection_and_idle_timeout() {
         "idle connection not reused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locality_weights_and_priorities() {
+    let (a, b, c) = (
+        echo_upstream("a").await,
+        echo_upstream("b").await,
+        echo_upstream("c").await,
+    );
+    let (admin, listen) = (free_port(), free_port());
+    // Two localities weighted 1:3 at priority 0; host c sits at priority 1 and gets nothing while
+    // priority 0 has healthy hosts.
+    let cluster = format!(
+        r#"  - name: loc_w
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: loc_w
+      endpoints:
+      - locality: {{ zone: z1 }}
+        load_balancing_weight: 1
+        lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+      - locality: {{ zone: z2 }}
+        load_balancing_weight: 3
+        lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+      - locality: {{ zone: z3 }}
+        priority: 1
+        lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }}
+"#,
+        a.addr.port(),
+        b.addr.port(),
+        c.addr.port()
+    );
+    let _l8 = start_in_process(&http_bootstrap(
+        admin,
+        listen,
+        &vhost("{ cluster: loc_w }"),
+        &cluster,
+        "",
+    ))
+    .await;
+    let m = counts(&Clients::new(), listen, 400, "/", None).await;
+    assert_eq!(
+        (
+            m.get("a").copied(),
+            m.get("b").copied(),
+            m.get("c").copied()
+        ),
+        (Some(100), Some(300), None)
+    );
+    assert_eq!(stat("cluster.loc_w.membership_total"), 3);
+    assert_eq!(stat("cluster.loc_w.membership_healthy"), 3);
+}

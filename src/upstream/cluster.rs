@@ -81,6 +81,8 @@ pub struct EndpointSet {
     pub all: Vec<Arc<Host>>,
     /// Balancer over `hosts`.
     pub balancer: Balancer,
+    /// Healthy hosts across all priorities (`membership_healthy`).
+    pub healthy: usize,
 }
 
 impl EndpointSet {
@@ -116,10 +118,12 @@ impl EndpointSet {
             .map(|(_, h)| h.clone())
             .collect();
         let balancer = lb::build(cfg.lb, &hosts);
+        let healthy = endpoints.iter().filter(|e| !e.unhealthy).count();
         EndpointSet {
             hosts,
             all,
             balancer,
+            healthy,
         }
     }
 }
@@ -298,7 +302,7 @@ impl Cluster {
     fn record_membership(&self) {
         let set = self.endpoints.load();
         self.stats.membership_total.set(set.all.len() as f64);
-        self.stats.membership_healthy.set(set.hosts.len() as f64);
+        self.stats.membership_healthy.set(set.healthy as f64);
     }
 
     /// Pick a host, avoiding `avoid` when other hosts exist (retry `previous_hosts`).

@@ -2,6 +2,8 @@
 //! (an echo server that reports what it received), and HTTP/1.1 + h2c clients.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};

@@ -516,7 +516,7 @@ pub(super) fn finish_response(
     started: Instant,
     protocol: &'static str,
     request_headers: &http::HeaderMap,
-    upstream: String,
+    upstream: &str,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<RespBody> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;

@@ -52,7 +52,7 @@ pub struct FormatCtx<'a> {
     /// Request headers (for `%REQ(x)%` in response mutations).
     pub request: Option<&'a HeaderMap>,
     /// Upstream address, once known.
-    pub upstream: Option<String>,
+    pub upstream: Option<&'a str>,
 }
 
 fn format(f: &HeaderFormat, ctx: &FormatCtx<'_>, target: &HeaderMap) -> Option<HeaderValue> {
@@ -67,10 +67,9 @@ fn format(f: &HeaderFormat, ctx: &FormatCtx<'_>, target: &HeaderMap) -> Option<H
         HeaderFormat::DownstreamLocalAddress => {
             HeaderValue::from_str(&ctx.info.destination().to_string()).ok()
         }
-        HeaderFormat::UpstreamRemoteAddress => ctx
-            .upstream
-            .as_deref()
-            .and_then(|u| HeaderValue::from_str(u).ok()),
+        HeaderFormat::UpstreamRemoteAddress => {
+            ctx.upstream.and_then(|u| HeaderValue::from_str(u).ok())
+        }
         HeaderFormat::Protocol => Some(HeaderValue::from_static(ctx.protocol)),
         HeaderFormat::RequestHeader(n) => ctx.request.unwrap_or(target).get(n).cloned(),
         HeaderFormat::Hostname(v) => Some(v.clone()),

@@ -26,6 +26,7 @@ pub struct Host {
     active: AtomicU64,
     /// Connection pool.
     pub pool: HostPool,
+    key: String,
 }
 
 impl Host {
@@ -38,16 +39,17 @@ impl Host {
             hostname: cfg.hostname.clone(),
             active: AtomicU64::new(0),
             pool: HostPool::default(),
+            key: match &cfg.addr {
+                EndpointAddr::Ip(a) => a.to_string(),
+                EndpointAddr::Dns(h, p) => format!("{h}:{p}"),
+                EndpointAddr::Unix(p) => p.display().to_string(),
+            },
         }
     }
 
-    /// Stable key for hashing (`ip:port`).
-    pub fn key(&self) -> String {
-        match &self.addr {
-            EndpointAddr::Ip(a) => a.to_string(),
-            EndpointAddr::Dns(h, p) => format!("{h}:{p}"),
-            EndpointAddr::Unix(p) => p.display().to_string(),
-        }
+    /// Stable key for hashing and logs (`ip:port`), computed once.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// In-flight requests on this host (least-request LB).

@@ -55,7 +55,10 @@ async fn mirror_eds_inline_and_forwarding_headers() {
     }
     // Mirrors are fire-and-forget: wait (bounded) for all five to land.
     for _ in 0..100 {
-        if shadow.hits.load(Ordering::Relaxed) == 5 {
+        // The upstream counts on arrival; layer8's stat once the mirrored response is back.
+        if shadow.hits.load(Ordering::Relaxed) == 5
+            && stat("cluster.feat_shadow.upstream_rq_200") == 5
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -238,4 +241,50 @@ async fn server_name_transformations_and_port_insensitive_hosts() {
     .replace("cluster: srv }", "cluster: srv2 }");
     let _l8b = start_in_process(&yaml).await;
     assert_eq!(c.get(l2, "x", "/").await.header("server"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_and_stream_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = echo_upstream("a").await;
+    let (admin, l1, admin2, l2) = (free_port(), free_port(), free_port(), free_port());
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: tmo, timeout: 0s }";
+    let _a = start_in_process(&http_bootstrap(
+        admin,
+        l1,
+        &vhosts(routes),
+        &static_cluster("tmo", &[up.addr], ""),
+        "request_timeout: 0.3s",
+    ))
+    .await;
+    let _b = start_in_process(
+        &http_bootstrap(
+            admin2,
+            l2,
+            &vhosts(routes),
+            &static_cluster("tmo2", &[up.addr], ""),
+            "stream_idle_timeout: 0.3s",
+        )
+        .replace("cluster: tmo,", "cluster: tmo2,"),
+    )
+    .await;
+    // A body that never completes: 408 "request timeout" and the connection closes.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", l1))
+        .await
+        .expect("connect");
+    s.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+        .await
+        .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.expect("read");
+    assert!(buf.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{buf}");
+    assert!(buf.ends_with("\r\n\r\nrequest timeout"), "{buf}");
+    // A complete request is not subject to request_timeout, however slow the upstream.
+    let c = Clients::new();
+    assert_eq!(c.get(l1, "x", "/delay/600").await.status, 200);
+    assert!(stat("http.ingress.downstream_rq_timeout") >= 1);
+    // No activity for longer than stream_idle_timeout while waiting for the upstream: 408 "stream timeout".
+    let r = c.get(l2, "x", "/delay/2000").await;
+    assert_eq!((r.status, r.text().as_str()), (408, "stream timeout"));
+    assert_eq!(c.get(l2, "x", "/delay/100").await.status, 200);
 }

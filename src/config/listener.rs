@@ -528,6 +528,7 @@ fn http_connection_manager(
             rq_redirect: c("rq_redirect"),
             rq_direct_response: c("rq_direct_response"),
             rq_timeout: c("downstream_rq_timeout"),
+            rq_idle_timeout: c("downstream_rq_idle_timeout"),
             rq_http1: c("downstream_rq_http1_total"),
             rq_http2: c("downstream_rq_http2_total"),
         },

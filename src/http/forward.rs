@@ -18,6 +18,7 @@ use super::local_reply::{self, Flag};
 use super::mirror::*;
 use super::path::*;
 use super::retry::*;
+use super::stream_timeout::{StreamTracker, TrackedBody};
 use super::{ConnCtx, RespBody};
 use crate::model::cluster::Discovery;
 use crate::model::route::*;
@@ -150,6 +151,7 @@ pub(super) async fn forward(
     cluster.stats.rq_total.increment(1);
 
     let (mut parts, body) = req.into_parts();
+    let tracker = parts.extensions.remove::<Arc<StreamTracker>>();
     let downstream_headers = parts.headers.clone();
     let wants_upgrade = parts.headers.contains_key(header::UPGRADE)
         && parts
@@ -256,7 +258,12 @@ pub(super) async fn forward(
         buffered = Some(Bytes::new());
     } else if replayable {
         match Limited::new(body, MAX_REPLAY_BODY).collect().await {
-            Ok(c) => buffered = Some(c.to_bytes()),
+            Ok(c) => {
+                if let Some(t) = &tracker {
+                    t.complete();
+                }
+                buffered = Some(c.to_bytes())
+            }
             Err(_) => return local_reply::for_flag(Flag::Reset, ""),
         }
     } else {
@@ -297,7 +304,7 @@ pub(super) async fn forward(
 
         let body: pool::UpstreamBody = match (&buffered, streaming.take()) {
             (Some(b), _) => Either::Right(Full::new(b.clone())),
-            (None, Some(s)) => Either::Left(s),
+            (None, Some(s)) => Either::Left(TrackedBody::new(s, tracker.clone())),
             (None, None) => break local_reply::for_flag(Flag::Reset, ""),
         };
         let uri = upstream_uri(&cluster, downstream_h2, &authority, &new_pq);

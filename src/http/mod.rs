@@ -11,6 +11,7 @@ pub mod redirect;
 pub mod retry;
 pub mod route;
 pub mod router;
+pub mod stream_timeout;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};

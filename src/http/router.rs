@@ -15,12 +15,13 @@ use super::headers::{self, FormatCtx};
 use super::local_reply::{self, Flag};
 use super::path::*;
 use super::redirect::redirect;
+use super::stream_timeout::{watchdog, Expired, StreamTracker};
 use super::{ConnCtx, RespBody};
 use crate::model::listener::{RouteSource, ServerHeader};
 use crate::model::route::*;
 
 /// Handle one downstream request.
-pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody> {
+pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody> {
     let hcm = &ctx.hcm;
     let stats = &hcm.stats;
     stats.rq_total.increment(1);
@@ -31,7 +32,29 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespB
     } else {
         stats.rq_http1.increment(1);
     }
-    let mut resp = route_and_forward(req, &ctx).await;
+    let timers = (hcm.request_timeout, hcm.stream_idle_timeout);
+    let mut resp = if timers == (None, None) {
+        route_and_forward(req, &ctx).await
+    } else {
+        let tracker = StreamTracker::new(hyper::body::Body::is_end_stream(req.body()));
+        req.extensions_mut().insert(tracker.clone());
+        tokio::select! {
+            resp = route_and_forward(req, &ctx) => resp,
+            expired = watchdog(tracker, timers.0, timers.1) => {
+                let body = match expired {
+                    Expired::Request => {
+                        stats.rq_timeout.increment(1);
+                        "request timeout"
+                    }
+                    Expired::Idle => {
+                        stats.rq_idle_timeout.increment(1);
+                        "stream timeout"
+                    }
+                };
+                closing(local_reply::reply(StatusCode::REQUEST_TIMEOUT, body), version)
+            }
+        }
+    };
     // Answer in the downstream's protocol, whatever the upstream spoke (HTTP/1.0 upstreams).
     *resp.version_mut() = if version == Version::HTTP_2 {
         Version::HTTP_2

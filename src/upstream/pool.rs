@@ -18,7 +18,7 @@ use super::cluster::{Cluster, Host};
 use crate::model::cluster::{EndpointAddr, UpstreamProtocol};
 
 /// Request body sent upstream: streamed from downstream, or buffered (retries, mirrors).
-pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+pub type UpstreamBody = Either<crate::http::stream_timeout::TrackedBody, Full<Bytes>>;
 
 const MAX_IDLE_H1: usize = 64;
 

@@ -15,9 +15,9 @@ use xxhash_rust::xxh64::xxh64;
 
 use super::headers::{self, FormatCtx};
 use super::local_reply::{self, Flag};
-use super::mirror::*;
-use super::path::*;
-use super::retry::*;
+use super::mirror::spawn_mirror;
+use super::path::rewrite_path;
+use super::retry::{backoff, take_retry};
 use super::stream_timeout::{StreamTracker, TrackedBody};
 use super::{ConnCtx, RespBody};
 use crate::model::cluster::Discovery;

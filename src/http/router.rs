@@ -10,10 +10,10 @@ use http::{Request, Response, StatusCode, Version};
 
 use hyper::body::Incoming;
 
-use super::forward::*;
+use super::forward::forward;
 use super::headers::{self, FormatCtx};
 use super::local_reply::{self, Flag};
-use super::path::*;
+use super::path::{normalize, normalize_slashes, rebuild_uri, strip_port};
 use super::redirect::redirect;
 use super::stream_timeout::{watchdog, Expired, StreamTracker};
 use super::{ConnCtx, RespBody};

@@ -123,7 +123,7 @@ pub(super) async fn forward(
         hcm.stats.no_cluster.increment(1);
         return local_reply::for_flag(Flag::NoCluster, "");
     };
-    let Some(cluster) = snapshot.cluster(&cluster_name).cloned() else {
+    let Some(cluster) = snapshot.cluster(&cluster_name) else {
         hcm.stats.no_cluster.increment(1);
         return local_reply::for_flag(Flag::NoCluster, "");
     };

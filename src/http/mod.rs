@@ -44,6 +44,9 @@ pub struct ConnCtx {
     pub state: Arc<State>,
     /// Set once the connection drains: HTTP/1 responses then carry `Connection: close`.
     pub draining: AtomicBool,
+    /// The snapshot current when the connection started; requests use it while it is still
+    /// the published one (no shared reference-count traffic per request).
+    pub snapshot: Arc<crate::model::Snapshot>,
 }
 
 /// Wait until the connection's listener generation is drained.
@@ -108,11 +111,13 @@ pub async fn serve<S>(
     let h2 = hcm.codec == Codec::Http2 || preface == Preface::Http2;
     let notice = Arc::new(Notice::default());
     let io = ConnIo::new(stream, replay, h2.then(|| notice.clone()));
+    let state_snapshot = state.snapshots.load();
     let ctx = Arc::new(ConnCtx {
         hcm: hcm.clone(),
         info,
         state,
         draining: AtomicBool::new(false),
+        snapshot: state_snapshot,
     });
     let svc_ctx = ctx.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {

@@ -161,11 +161,19 @@ pub(super) async fn route_and_forward(
             }
         }
     }
-    let snapshot = ctx.state.snapshots.load();
-    let table = match &hcm.routes {
-        RouteSource::Static(t) => t.clone(),
+    // The connection's snapshot while it is current; a newer one is loaded only after a publish.
+    let fresh;
+    let snapshot: &crate::model::Snapshot = if ctx.state.snapshots.version() == ctx.snapshot.version
+    {
+        &ctx.snapshot
+    } else {
+        fresh = ctx.state.snapshots.load();
+        &fresh
+    };
+    let table: &RouteTable = match &hcm.routes {
+        RouteSource::Static(t) => t,
         RouteSource::Rds(name) => match snapshot.routes.get(name) {
-            Some(t) => t.clone(),
+            Some(t) => t,
             None => {
                 hcm.stats.no_route.increment(1);
                 return local_reply::for_flag(Flag::NoRoute, "");
@@ -216,7 +224,7 @@ pub(super) async fn route_and_forward(
                     .any(|a| matches!(a.value, HeaderFormat::RequestHeader(_)))
             });
             let request_headers = wants_request.then(|| req.headers().clone());
-            let mut resp = forward(req, ctx, &snapshot, &table, vh, route, fwd, host).await;
+            let mut resp = forward(req, ctx, snapshot, table, vh, route, fwd, host).await;
             if resp.extensions().get::<Flag>().is_some() {
                 let fctx = FormatCtx {
                     info: &ctx.info,

@@ -39,12 +39,15 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct SnapshotStore {
     current: ArcSwap<Snapshot>,
+    /// The current snapshot's version, readable without touching its reference count.
+    version: std::sync::atomic::AtomicU64,
 }
 
 impl Default for SnapshotStore {
     fn default() -> Self {
         SnapshotStore {
             current: ArcSwap::from_pointee(Snapshot::default()),
+            version: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -61,6 +64,14 @@ impl SnapshotStore {
         next.built_at = Some(SystemTime::now());
         let next = Arc::new(next);
         self.current.store(next.clone());
+        self.version
+            .store(next.version, std::sync::atomic::Ordering::Release);
         next
+    }
+
+    /// The current version (one atomic load): lets a connection keep using the snapshot it
+    /// holds while nothing was published, instead of taking a new reference per request.
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
     }
 }

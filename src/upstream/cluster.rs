@@ -58,17 +58,17 @@ impl Host {
     }
 
     /// Count a request in flight until the guard drops.
-    pub fn start_request(self: &Arc<Self>) -> ActiveGuard {
+    pub fn start_request(&self) -> ActiveGuard<'_> {
         self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(self.clone())
+        ActiveGuard(self)
     }
 }
 
 /// Decrements a host's active request count on drop.
 #[derive(Debug)]
-pub struct ActiveGuard(Arc<Host>);
+pub struct ActiveGuard<'a>(&'a Host);
 
-impl Drop for ActiveGuard {
+impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }

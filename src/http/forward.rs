@@ -147,7 +147,7 @@ pub(super) async fn forward(
     }
     cluster.circuit.requests.fetch_add(1, Ordering::Relaxed);
     cluster.stats.rq_active.increment(1.0);
-    let _inflight = InFlight(&cluster);
+    let _inflight = InFlight(cluster);
     cluster.stats.rq_total.increment(1);
 
     let (mut parts, body) = req.into_parts();
@@ -307,7 +307,7 @@ pub(super) async fn forward(
             (None, Some(s)) => Either::Left(TrackedBody::new(s, tracker.clone())),
             (None, None) => break local_reply::for_flag(Flag::Reset, ""),
         };
-        let uri = upstream_uri(&cluster, downstream_h2, &authority, &new_pq);
+        let uri = upstream_uri(cluster, downstream_h2, &authority, &new_pq);
         let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
         if let Some(h) = builder.headers_mut() {
             // The last possible attempt takes the headers; earlier ones copy them for a retry.
@@ -339,7 +339,7 @@ pub(super) async fn forward(
             (a, b) => a.or(b),
         };
         let exchange = async {
-            let sender = pool::checkout(&cluster, &target, downstream_h2).await?;
+            let sender = pool::checkout(cluster, &target, downstream_h2).await?;
             sender.send(upstream_req).await
         };
         let outcome = match limit {
@@ -361,7 +361,7 @@ pub(super) async fn forward(
                 let r = retry.as_deref();
                 if retries_left
                     && r.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset)
-                    && take_retry(&cluster)
+                    && take_retry(cluster)
                 {
                     backoff(r, attempt, deadline).await;
                     continue;
@@ -408,7 +408,7 @@ pub(super) async fn forward(
                         e,
                         UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout
                     );
-                if retriable && attempt < max_attempts && body_intact && take_retry(&cluster) {
+                if retriable && attempt < max_attempts && body_intact && take_retry(cluster) {
                     backoff(r, attempt, deadline).await;
                     continue;
                 }
@@ -421,7 +421,7 @@ pub(super) async fn forward(
                     let want = (r.on_5xx && status >= 500)
                         || (r.on_gateway_error && (502..=504).contains(&status))
                         || (r.on_retriable_status && r.retriable_status_codes.contains(&status));
-                    if want && retries_left && take_retry(&cluster) {
+                    if want && retries_left && take_retry(cluster) {
                         drop(resp);
                         backoff(Some(r), attempt, deadline).await;
                         continue;

@@ -14,6 +14,8 @@
 #                   on the machine cannot collide on the hot-restart base id)
 #   LAYER8_EXTRA_ARGS extra layer8 flags (default none)
 #   BENCH_TARGETS   space-separated subset of: direct layer8 envoy nginx haproxy
+#   BENCH_ROUNDS    run the whole target list this many times, interleaved, and report the
+#                   median RPS per target (default 1); on a noisy shared machine use 3
 #   BENCH_OUT       where to write the Markdown report (default benches/proxy/results-latest.md)
 #
 # Topology (everything on 127.0.0.1, free ports picked at run time):
@@ -40,6 +42,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 BENCH_SECONDS="${BENCH_SECONDS:-10}"
 BENCH_WARMUP="${BENCH_WARMUP:-1}"
 BENCH_TARGETS="${BENCH_TARGETS:-direct layer8 envoy nginx haproxy}"
+BENCH_ROUNDS="${BENCH_ROUNDS:-1}"
+declare -A ALL=()
 BENCH_OUT="${BENCH_OUT:-$HERE/results-latest.md}"
 LAYER8_BIN="${LAYER8_BIN:-$ROOT/target/release/layer8}"
 ENVOY_EXTRA_ARGS="${ENVOY_EXTRA_ARGS---disable-hot-restart}"
@@ -298,6 +302,8 @@ ver_line h2load "$(h2load --version 2>&1 | head -1)"
 ver_line "nginx (upstream + proxy)" "$(nginx -v 2>&1 | sed 's/^nginx version: //')"
 ver_line haproxy "$(haproxy -v 2>&1 | head -1 | awk '{print $3}')"
 
+for round in $(seq 1 "$BENCH_ROUNDS"); do
+[ "$BENCH_ROUNDS" -gt 1 ] && log "==== round $round of $BENCH_ROUNDS"
 for tgt in $BENCH_TARGETS; do
   case "$tgt" in
   direct)
@@ -396,6 +402,21 @@ EOF
   *) die "unknown target '$tgt' in BENCH_TARGETS" ;;
   esac
 done
+for tgt in $BENCH_TARGETS; do
+  for k in wrk_rps h2_rps; do ALL[$tgt.$k]+="${R[$tgt.$k]:-} "; done
+done
+done
+
+# Median RPS over the rounds (p50/p99/RSS are from the last round).
+median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -n | awk '{a[NR]=$1} END{ if (NR) print a[int((NR+1)/2)] }'; }
+if [ "$BENCH_ROUNDS" -gt 1 ]; then
+  for tgt in $BENCH_TARGETS; do
+    for k in wrk_rps h2_rps; do
+      m="$(printf '%s' "${ALL[$tgt.$k]:-}" | median)"
+      [ -n "$m" ] && R[$tgt.$k]="$m"
+    done
+  done
+fi
 
 # ------------------------------------------------------------------ report
 ratio() {  # ratio A B -> A/B with 2 decimals, or n/a
@@ -440,10 +461,20 @@ v() { local x="${R[$1]:-}"; echo "${x:-n/a}"; }
   echo "|---|---:|---:|"
   echo "| layer8 RPS / Envoy RPS | $(ratio "$(v layer8.wrk_rps)" "$(v envoy.wrk_rps)") | $(ratio "$(v layer8.h2_rps)" "$(v envoy.h2_rps)") |"
   echo "| layer8 RPS / nginx-proxy RPS | $(ratio "$(v layer8.wrk_rps)" "$(v nginx.wrk_rps)") | $(ratio "$(v layer8.h2_rps)" "$(v nginx.h2_rps)") |"
+  if [ "$BENCH_ROUNDS" -gt 1 ]; then
+    echo
+    echo "RPS columns above are medians of $BENCH_ROUNDS interleaved rounds; p50/p99/RSS come from the last round. Per round:"
+    echo
+    echo "| target | wrk RPS per round | h2load RPS per round |"
+    echo "|---|---|---|"
+    for tgt in $BENCH_TARGETS; do
+      echo "| $(label "$tgt") | ${ALL[$tgt.wrk_rps]:-} | ${ALL[$tgt.h2_rps]:-} |"
+    done
+  fi
   echo
   echo "| tool | version |"
   echo "|---|---|"
-  printf '%s\n' "${VERSIONS[@]}"
+  printf '%s\n' "${VERSIONS[@]}" | awk '!seen[$0]++'
 } > "$WORK/report.md"
 
 cp "$WORK/report.md" "$BENCH_OUT"

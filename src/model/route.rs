@@ -184,8 +184,8 @@ pub enum RouteAction {
         /// Body (may be empty).
         body: bytes::Bytes,
     },
-    /// Matched a route with no action layer8 can serve: 404 like a missing route? No: Envoy
-    /// answers such routes as configured; this is only for `filter_action`/non-forwarding.
+    /// `non_forwarding_action`: the route exists for filters only; layer8 answers 404 (NR),
+    /// as the router does when no filter handles the request.
     NonForwarding,
 }
 

@@ -443,3 +443,33 @@ fn config_yaml_is_merged_over_the_config_file() {
     assert_eq!(admin(yaml_admin, "POST", "/quitquitquit").0, 200);
     assert_eq!(wait_exit(&mut p).code(), Some(0));
 }
+
+#[test]
+fn logging_level_changes_at_run_time_and_log_path_is_written() {
+    let (admin_port, listen) = (free_port(), free_port());
+    let dir = temp_dir("logging");
+    let log = dir.join("layer8.log");
+    let log_arg = log.to_str().expect("path").to_string();
+    let mut p = start_process(
+        layer8_bin(),
+        &good(admin_port, listen),
+        "yaml",
+        admin_port,
+        &["-l", "info", "--log-path", &log_arg],
+    );
+    assert_eq!(
+        admin(admin_port, "POST", "/logging?level=debug"),
+        (200, "active loggers:\n  layer8: debug\n".to_string())
+    );
+    let (status, body) = admin(admin_port, "POST", "/logging?level=loud");
+    assert_eq!(
+        (status, body.as_str()),
+        (404, "error: unknown level 'loud'\n")
+    );
+    assert_eq!(admin(admin_port, "GET", "/logging").0, 405);
+    assert_eq!(admin(admin_port, "POST", "/quitquitquit").0, 200);
+    assert_eq!(wait_exit(&mut p).code(), Some(0));
+    let written = std::fs::read_to_string(&log).expect("log file");
+    assert!(written.contains("layer8 is live"), "{written}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,14 +18,14 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, Share
 pub enum Kind {
     /// Monotonic counter.
     Counter,
-    /// Gauge (stored as f64 bits, rendered as an integer as Envoy does).
+    /// Gauge (a whole number, as in Envoy).
     Gauge,
 }
 
 #[derive(Debug)]
 struct Entry {
     kind: Kind,
-    value: Arc<AtomicU64>,
+    value: Arc<Value>,
     prom_name: String,
     tags: Vec<(String, String)>,
 }
@@ -37,7 +37,7 @@ pub struct Store {
 }
 
 impl Store {
-    fn entry(&self, key: &Key, kind: Kind) -> Arc<AtomicU64> {
+    fn entry(&self, key: &Key, kind: Kind) -> Arc<Value> {
         let name = flat_name(key);
         if let Some(e) = self.entries.get(&name) {
             return e.value.clone();
@@ -52,7 +52,7 @@ impl Store {
                 );
                 Entry {
                     kind,
-                    value: Arc::new(AtomicU64::new(0)),
+                    value: Arc::new(Value::default()),
                     prom_name,
                     tags,
                 }
@@ -130,11 +130,41 @@ fn escape_label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn read(kind: Kind, v: &AtomicU64) -> u64 {
-    let raw = v.load(Ordering::Relaxed);
+/// One stat's value. Counters are `u64`; gauges are whole numbers in Envoy, stored as `i64` bits
+/// so that an increment is a single `fetch_add` (the `metrics` default for `AtomicU64` gauges is
+/// an f64 compare-and-swap loop, which retries under contention between workers).
+#[derive(Debug, Default)]
+pub struct Value(AtomicU64);
+
+impl metrics::CounterFn for Value {
+    fn increment(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::Relaxed);
+    }
+
+    fn absolute(&self, value: u64) {
+        self.0.fetch_max(value, Ordering::Relaxed);
+    }
+}
+
+impl metrics::GaugeFn for Value {
+    fn increment(&self, value: f64) {
+        self.0.fetch_add(value as i64 as u64, Ordering::Relaxed);
+    }
+
+    fn decrement(&self, value: f64) {
+        self.0.fetch_sub(value as i64 as u64, Ordering::Relaxed);
+    }
+
+    fn set(&self, value: f64) {
+        self.0.store(value as i64 as u64, Ordering::Relaxed);
+    }
+}
+
+fn read(kind: Kind, v: &Value) -> u64 {
+    let raw = v.0.load(Ordering::Relaxed);
     match kind {
         Kind::Counter => raw,
-        Kind::Gauge => f64::from_bits(raw).max(0.0) as u64,
+        Kind::Gauge => (raw as i64).max(0) as u64,
     }
 }
 

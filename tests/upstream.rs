@@ -296,6 +296,16 @@ async fn circuit_breaker_overflow_returns_503_uo() {
         "upstream connect error or disconnect/reset before headers. reset reason: overflow"
     );
     assert_eq!(stat("cluster.cb.upstream_rq_pending_overflow"), 1);
+    // The slow request is still in flight: the admin view of upstream_rq_active shows it.
+    let active = c
+        .get(
+            admin,
+            "admin",
+            "/stats?filter=cluster.cb.upstream_rq_active",
+        )
+        .await
+        .text();
+    assert_eq!(active, "cluster.cb.upstream_rq_active: 1\n");
     assert_eq!(slow.await.expect("slow").status, 200);
     assert_eq!(c.get(listen, "svc", "/").await.status, 200);
 }

@@ -92,6 +92,16 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Gauges derived from live state when stats are read, instead of being kept up to date on the
+/// request path: uptime, and each cluster's `upstream_rq_active` (its circuit-breaker count).
+fn sync_gauges(state: &State) {
+    stats::gauge("server.uptime").set(state.started.elapsed().as_secs() as f64);
+    for c in state.snapshots.load().clusters.values() {
+        let active = c.circuit.requests.load(Ordering::Relaxed);
+        c.stats.rq_active.set(active as f64);
+    }
+}
+
 const POST_ONLY: &[&str] = &[
     "/healthcheck/fail",
     "/healthcheck/ok",
@@ -127,7 +137,7 @@ async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Resp {
             json(&dump)
         }
         "/stats" => {
-            stats::gauge("server.uptime").set(state.started.elapsed().as_secs() as f64);
+            sync_gauges(state);
             if query_param(&req, "format") == Some("prometheus") {
                 return text(StatusCode::OK, stats::store().render_prometheus(has_param(&req, "usedonly")));
             }
@@ -141,7 +151,7 @@ async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Resp {
             text(StatusCode::OK, stats::store().render_envoy(filter.as_ref(), has_param(&req, "usedonly")))
         }
         "/stats/prometheus" => {
-            stats::gauge("server.uptime").set(state.started.elapsed().as_secs() as f64);
+            sync_gauges(state);
             text(StatusCode::OK, stats::store().render_prometheus(has_param(&req, "usedonly")))
         }
         "/clusters" => {

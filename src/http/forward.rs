@@ -102,7 +102,6 @@ pub(super) struct InFlight<'a>(&'a Cluster);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.circuit.requests.fetch_sub(1, Ordering::Relaxed);
-        self.0.stats.rq_active.decrement(1.0);
     }
 }
 
@@ -146,7 +145,6 @@ pub(super) async fn forward(
         return local_reply::for_flag(Flag::Overflow, "");
     }
     cluster.circuit.requests.fetch_add(1, Ordering::Relaxed);
-    cluster.stats.rq_active.increment(1.0);
     let _inflight = InFlight(cluster);
     cluster.stats.rq_total.increment(1);
 

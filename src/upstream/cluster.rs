@@ -136,7 +136,7 @@ pub struct ClusterStats {
     prefix: String,
     /// `upstream_rq_total`.
     pub rq_total: metrics::Counter,
-    /// `upstream_rq_active`.
+    /// `upstream_rq_active` (set from `Circuit::requests` when stats are read).
     pub rq_active: metrics::Gauge,
     /// `upstream_rq_pending_overflow`.
     pub rq_pending_overflow: metrics::Counter,

@@ -98,6 +98,17 @@ async fn grpc_unary_and_streaming_with_trailers() {
     assert_eq!(stat("cluster.grpc_up.upstream_cx_total"), 1);
 }
 
+/// Read an HTTP/1 message head byte by byte (so no upgraded bytes are consumed), lower-cased.
+async fn read_head(s: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.ok()?;
+        head.push(b[0]);
+    }
+    Some(String::from_utf8_lossy(&head).to_ascii_lowercase())
+}
+
 /// An upstream that accepts `Upgrade: websocket` and then echoes raw bytes.
 async fn upgrade_echo() -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -107,15 +118,9 @@ async fn upgrade_echo() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read_exact(&mut b).await.is_err() {
-                        return;
-                    }
-                    head.push(b[0]);
-                }
-                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let Some(text) = read_head(&mut s).await else {
+                    return;
+                };
                 if !text.contains("upgrade: websocket") {
                     let _ = s
                         .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
@@ -161,13 +166,7 @@ async fn websocket_upgrade_is_tunnelled() {
         .await
         .expect("connect");
     s.write_all(b"GET /chat HTTP/1.1\r\nHost: ws\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.expect("write");
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut b).await.expect("read head");
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let head = read_head(&mut s).await.expect("read head");
     assert!(
         head.starts_with("http/1.1 101 switching protocols\r\n"),
         "{head}"

@@ -184,16 +184,10 @@ pub fn translate(c: &pb::Cluster, notes: &mut Notes) -> Result<ClusterConfig, Co
         },
         None => None,
     };
-    let tls = match &c.transport_socket {
-        Some(ts) => {
-            let ty = match &ts.config_type {
-                Some(core::transport_socket::ConfigType::TypedConfig(a)) => a.type_url.as_str(),
-                None => "",
-            };
-            !(ty.ends_with("RawBuffer") || ts.name == "envoy.transport_sockets.raw_buffer")
-        }
-        None => false,
-    };
+    let tls = c
+        .transport_socket
+        .as_ref()
+        .is_some_and(super::is_tls_transport);
     if tls {
         notes.skip(
             &ctx.at("transport_socket"),

@@ -228,16 +228,10 @@ fn filter_chain(
         Some(m) => chain_match(m, &ctx.at("filter_chain_match"))?,
         None => ChainMatch::default(),
     };
-    let tls = match &fc.transport_socket {
-        Some(ts) => {
-            let ty = match &ts.config_type {
-                Some(core::transport_socket::ConfigType::TypedConfig(a)) => a.type_url.as_str(),
-                None => "",
-            };
-            !(ty.ends_with("RawBuffer") || ts.name == "envoy.transport_sockets.raw_buffer")
-        }
-        None => false,
-    };
+    let tls = fc
+        .transport_socket
+        .as_ref()
+        .is_some_and(super::is_tls_transport);
     if tls {
         // Terminating TLS is the mTLS issue's work; serving plaintext instead would be wrong.
         return Err(ctx

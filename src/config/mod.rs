@@ -119,6 +119,17 @@ pub fn timeout(
     }
 }
 
+/// Whether a transport socket does more than pass bytes through (`raw_buffer`): TLS, or another
+/// transport layer8 would have to implement.
+pub fn is_tls_transport(ts: &layer8_xds::pb::envoy::config::core::v3::TransportSocket) -> bool {
+    use layer8_xds::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    let ty = match &ts.config_type {
+        Some(ConfigType::TypedConfig(a)) => a.type_url.as_str(),
+        None => "",
+    };
+    !(ty.ends_with("RawBuffer") || ts.name == "envoy.transport_sockets.raw_buffer")
+}
+
 /// Stable hash of a message's encoding (to detect unchanged resources).
 pub fn config_hash<M: prost::Message>(m: &M) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -214,6 +214,15 @@ pub struct Upstream {
 /// Start an echo upstream named `name` (HTTP/1.1 and h2c). Behaviour by path:
 /// `/status/NNN` answers NNN; `/delay/MS` sleeps first; anything else answers 200 with [`Echo`].
 pub async fn echo_upstream(name: &str) -> Upstream {
+    http_upstream(name, None).await
+}
+
+/// An upstream that answers every request with `status` and body `fixed` (and counts hits).
+pub async fn status_upstream(name: &str, status: u16) -> Upstream {
+    http_upstream(name, Some(status)).await
+}
+
+async fn http_upstream(name: &str, fixed_status: Option<u16>) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind upstream");
@@ -230,13 +239,17 @@ pub async fn echo_upstream(name: &str) -> Upstream {
             let Ok((stream, peer)) = listener.accept().await else {
                 continue;
             };
-            let name = name.clone();
-            let hits = hits.clone();
+            let (name, hits) = (name.clone(), hits.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let name = name.clone();
                     hits.fetch_add(1, Ordering::Relaxed);
-                    async move { Ok::<_, Infallible>(echo(req, &name, peer).await) }
+                    async move {
+                        Ok::<_, Infallible>(match fixed_status {
+                            Some(status) => fixed(status, &name),
+                            None => echo(req, &name, peer).await,
+                        })
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -245,6 +258,14 @@ pub async fn echo_upstream(name: &str) -> Upstream {
         }
     });
     up
+}
+
+fn fixed(status: u16, name: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("x-upstream", name)
+        .body(Full::new(Bytes::from_static(b"fixed")))
+        .expect("response")
 }
 
 async fn echo(req: Request<Incoming>, name: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
@@ -465,48 +486,6 @@ pub fn static_cluster(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
     format!(
         "  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n{extra}    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n{eps}"
     )
-}
-
-/// An upstream that answers every request with `status` (and counts hits).
-pub async fn status_upstream(name: &str, status: u16) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
-    let addr = listener.local_addr().expect("addr");
-    let hits = Arc::new(AtomicU64::new(0));
-    let up = Upstream {
-        addr,
-        name: name.to_string(),
-        hits: hits.clone(),
-    };
-    let name = name.to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (name, hits) = (name.clone(), hits.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
-                    hits.fetch_add(1, Ordering::Relaxed);
-                    let name = name.clone();
-                    async move {
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(status)
-                                .header("x-upstream", name)
-                                .body(Full::new(Bytes::from_static(b"fixed")))
-                                .expect("response"),
-                        )
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    up
 }
 
 /// Value of a stat by Envoy name in the in-process store (0 if absent).

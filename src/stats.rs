@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use crossbeam_utils::CachePadded;
 use dashmap::DashMap;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
@@ -130,38 +131,75 @@ fn escape_label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// One stat's value. Counters are `u64`; gauges are whole numbers in Envoy, stored as `i64` bits
-/// so that an increment is a single `fetch_add` (the `metrics` default for `AtomicU64` gauges is
-/// an f64 compare-and-swap loop, which retries under contention between workers).
-#[derive(Debug, Default)]
-pub struct Value(AtomicU64);
+/// One stat's value, sharded per data-plane worker so that workers counting the same stat never
+/// contend for one cache line; reads sum the shards. Counters are `u64`; gauges are whole numbers
+/// in Envoy, kept as `i64` bits so an increment is one `fetch_add` (the `metrics` default for
+/// `AtomicU64` gauges is an f64 compare-and-swap loop).
+#[derive(Debug)]
+pub struct Value {
+    shards: Box<[CachePadded<AtomicU64>]>,
+}
+
+impl Default for Value {
+    fn default() -> Self {
+        Value {
+            shards: (0..crate::workers::count())
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+}
+
+impl Value {
+    fn shard(&self) -> &AtomicU64 {
+        &self.shards[crate::workers::current() % self.shards.len()]
+    }
+
+    fn sum(&self) -> u64 {
+        self.shards
+            .iter()
+            .fold(0u64, |acc, s| acc.wrapping_add(s.load(Ordering::Relaxed)))
+    }
+}
 
 impl metrics::CounterFn for Value {
     fn increment(&self, value: u64) {
-        self.0.fetch_add(value, Ordering::Relaxed);
+        self.shard().fetch_add(value, Ordering::Relaxed);
     }
 
     fn absolute(&self, value: u64) {
-        self.0.fetch_max(value, Ordering::Relaxed);
+        // Absolute values come from one place at a time: keep them in shard 0 alone.
+        for (i, s) in self.shards.iter().enumerate() {
+            s.store(if i == 0 { value } else { 0 }, Ordering::Relaxed);
+        }
     }
 }
 
 impl metrics::GaugeFn for Value {
     fn increment(&self, value: f64) {
-        self.0.fetch_add(value as i64 as u64, Ordering::Relaxed);
+        self.shard()
+            .fetch_add(value as i64 as u64, Ordering::Relaxed);
     }
 
     fn decrement(&self, value: f64) {
-        self.0.fetch_sub(value as i64 as u64, Ordering::Relaxed);
+        self.shard()
+            .fetch_sub(value as i64 as u64, Ordering::Relaxed);
     }
 
+    /// `set` is used for gauges that are only ever set (membership, server state), never for
+    /// ones that are incremented concurrently.
     fn set(&self, value: f64) {
-        self.0.store(value as i64 as u64, Ordering::Relaxed);
+        for (i, s) in self.shards.iter().enumerate() {
+            s.store(
+                if i == 0 { value as i64 as u64 } else { 0 },
+                Ordering::Relaxed,
+            );
+        }
     }
 }
 
 fn read(kind: Kind, v: &Value) -> u64 {
-    let raw = v.0.load(Ordering::Relaxed);
+    let raw = v.sum();
     match kind {
         Kind::Counter => raw,
         Kind::Gauge => (raw as i64).max(0) as u64,

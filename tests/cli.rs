@@ -14,41 +14,18 @@ use std::time::{Duration, Instant};
 /// A valid bootstrap: admin on `admin`, one HTTP listener `http` on `listen` routing to the
 /// STATIC cluster `backend`.
 fn good(admin: u16, listen: u16) -> String {
-    format!(
-        r#"admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-  - name: http
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
+    let vhosts = r#"            - name: all
               domains: ["*"]
               routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: backend }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: backend
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9 }} }} }}
-"#
+              - match: { prefix: "/" }
+                route: { cluster: backend }"#;
+    let backend = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    http_bootstrap(
+        admin,
+        listen,
+        vhosts,
+        &static_cluster("backend", &[backend], ""),
+        "",
     )
 }
 

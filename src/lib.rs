@@ -16,6 +16,7 @@ pub mod stats;
 pub mod tcp;
 pub mod upstream;
 pub mod workers;
+pub mod xds;
 
 /// The embedded default bootstrap served when layer8 starts without `-c`/`--config-yaml`.
 pub const DEFAULT_BOOTSTRAP: &str = include_str!("default-bootstrap.yaml");

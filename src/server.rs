@@ -75,6 +75,8 @@ pub struct State {
     pub notes: Notes,
     /// Reload handle for `/logging`.
     pub log_reload: Option<LogReload>,
+    /// Dynamic configuration, when the bootstrap has `dynamic_resources`.
+    pub xds: std::sync::OnceLock<Arc<crate::xds::Xds>>,
 }
 
 impl std::fmt::Debug for State {
@@ -141,6 +143,7 @@ pub fn validate(
     bootstrap::admin_address(&loaded.bootstrap)?;
     let mut notes = Notes::default();
     bootstrap::build_snapshot(&loaded.bootstrap, None, &mut notes)?;
+    config::config_source::ads(&loaded.bootstrap)?;
     Ok(notes)
 }
 
@@ -202,6 +205,7 @@ pub async fn start(
         listeners: tokio::sync::Mutex::new(ListenerManager::default()),
         notes,
         log_reload,
+        xds: std::sync::OnceLock::new(),
     });
     let snap = state.snapshots.publish(snapshot);
     release_config_memory();
@@ -215,13 +219,17 @@ pub async fn start(
         ),
         None => None,
     };
-    state
+    let failed = state
         .listeners
         .lock()
         .await
         .apply(&snap.listeners, &state)
-        .await?;
+        .await;
+    if let Some(e) = failed.into_iter().next() {
+        return Err(e.into());
+    }
     stats::gauge("listener_manager.workers_started").set(1.0);
+    crate::xds::start(&state)?;
     state.live.store(true, Ordering::SeqCst);
     tracing::info!(listeners = snap.listeners.len(), clusters = snap.clusters.len(), admin = ?admin, "layer8 is live");
     Ok(Running { state, admin })
@@ -238,7 +246,9 @@ pub async fn apply_bootstrap(
     let next = bootstrap::build_snapshot(b, Some(&prev), &mut notes)?;
     let mut mgr = state.listeners.lock().await;
     let snap = state.snapshots.publish(next);
-    mgr.apply(&snap.listeners, state).await?;
+    if let Some(e) = mgr.apply(&snap.listeners, state).await.into_iter().next() {
+        return Err(e.into());
+    }
     Ok(snap)
 }
 

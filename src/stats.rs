@@ -35,6 +35,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct Store {
     entries: DashMap<String, Entry>,
+    /// Text readouts (`listener_manager.lds.version_text`): shown by `/stats`, not Prometheus.
+    texts: DashMap<String, String>,
 }
 
 impl Store {
@@ -67,15 +69,33 @@ impl Store {
         self.entries.get(name).map(|e| read(e.kind, &e.value))
     }
 
-    /// Envoy's `/stats` text: `name: value` lines sorted by name.
+    /// Set a text readout.
+    pub fn set_text(&self, name: &str, value: &str) {
+        self.texts.insert(name.to_string(), value.to_string());
+    }
+
+    /// A text readout, if set.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.texts.get(name).map(|v| v.clone())
+    }
+
+    /// Envoy's `/stats` text: `name: value` lines sorted by name (text readouts quoted).
     pub fn render_envoy(&self, filter: Option<&regex::Regex>, used_only: bool) -> String {
-        let mut rows: Vec<(String, u64)> = self
+        let keep = |name: &str| filter.is_none_or(|f| f.is_match(name));
+        let mut rows: Vec<(String, String)> = self
             .entries
             .iter()
-            .filter(|e| filter.is_none_or(|f| f.is_match(e.key())))
+            .filter(|e| keep(e.key()))
             .map(|e| (e.key().clone(), read(e.kind, &e.value)))
             .filter(|(_, v)| !used_only || *v != 0)
+            .map(|(k, v)| (k, v.to_string()))
             .collect();
+        rows.extend(
+            self.texts
+                .iter()
+                .filter(|e| keep(e.key()) && (!used_only || !e.value().is_empty()))
+                .map(|e| (e.key().clone(), format!("{:?}", e.value()))),
+        );
         rows.sort();
         let mut out = String::with_capacity(rows.len() * 48);
         for (name, value) in rows {

@@ -33,8 +33,15 @@ pub fn config_dump(state: &Arc<State>, resource: Option<&str>) -> Value {
         bootstrap: Some(b.clone()),
         last_updated: updated,
     }));
+    let dynamic = state.xds.get().map(|x| x.store());
+    let type_version = |t: &str| {
+        dynamic
+            .as_ref()
+            .and_then(|d| d.version_info.get(t).cloned())
+            .unwrap_or_default()
+    };
     configs.extend(pack(&admin::ClustersConfigDump {
-        version_info: String::new(),
+        version_info: type_version("cds"),
         static_clusters: sr
             .clusters
             .iter()
@@ -43,11 +50,21 @@ pub fn config_dump(state: &Arc<State>, resource: Option<&str>) -> Value {
                 last_updated: updated,
             })
             .collect(),
-        dynamic_active_clusters: Vec::new(),
-        dynamic_warming_clusters: Vec::new(),
+        dynamic_active_clusters: dynamic.as_ref().map_or_else(Vec::new, |d| {
+            d.clusters
+                .values()
+                .map(|e| dynamic_cluster(&e.meta))
+                .collect()
+        }),
+        dynamic_warming_clusters: dynamic.as_ref().map_or_else(Vec::new, |d| {
+            d.warming_clusters
+                .values()
+                .map(|w| dynamic_cluster(&w.entry.meta))
+                .collect()
+        }),
     }));
     configs.extend(pack(&admin::ListenersConfigDump {
-        version_info: String::new(),
+        version_info: type_version("lds"),
         static_listeners: sr
             .listeners
             .iter()
@@ -56,7 +73,9 @@ pub fn config_dump(state: &Arc<State>, resource: Option<&str>) -> Value {
                 last_updated: updated,
             })
             .collect(),
-        dynamic_listeners: Vec::new(),
+        dynamic_listeners: dynamic
+            .as_ref()
+            .map_or_else(Vec::new, |d| dynamic_listeners(d)),
     }));
     let mut static_routes = Vec::new();
     for l in &sr.listeners {
@@ -83,9 +102,49 @@ pub fn config_dump(state: &Arc<State>, resource: Option<&str>) -> Value {
     }
     configs.extend(pack(&admin::RoutesConfigDump {
         static_route_configs: static_routes,
-        dynamic_route_configs: Vec::new(),
+        dynamic_route_configs: dynamic.as_ref().map_or_else(Vec::new, |d| {
+            d.routes
+                .values()
+                .map(|e| admin::routes_config_dump::DynamicRouteConfig {
+                    version_info: e.meta.version.clone(),
+                    route_config: Some(e.meta.raw.clone()),
+                    last_updated: Some(timestamp(e.meta.last_updated)),
+                    ..Default::default()
+                })
+                .collect()
+        }),
     }));
-    configs.extend(pack(&admin_ext::SecretsConfigDump::default()));
+    if let Some(d) = &dynamic {
+        configs.extend(pack(&admin::EndpointsConfigDump {
+            static_endpoint_configs: Vec::new(),
+            dynamic_endpoint_configs: d
+                .endpoints
+                .values()
+                .map(|e| admin::endpoints_config_dump::DynamicEndpointConfig {
+                    version_info: e.meta.version.clone(),
+                    endpoint_config: Some(e.meta.raw.clone()),
+                    last_updated: Some(timestamp(e.meta.last_updated)),
+                    ..Default::default()
+                })
+                .collect(),
+        }));
+    }
+    configs.extend(pack(&admin_ext::SecretsConfigDump {
+        dynamic_active_secrets: dynamic.as_ref().map_or_else(Vec::new, |d| {
+            d.secrets
+                .iter()
+                .map(|(name, e)| admin_ext::secrets_config_dump::DynamicSecret {
+                    name: name.clone(),
+                    version_info: e.meta.version.clone(),
+                    last_updated: Some(timestamp(e.meta.last_updated)),
+                    secret: Some(redacted(&e.meta.raw)),
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        ..Default::default()
+    }));
+    drop(dynamic);
     let dump = admin_ext::ConfigDump { configs };
     let mut v = to_json(&dump);
     if let Some(r) = resource {
@@ -105,6 +164,67 @@ pub fn config_dump(state: &Arc<State>, resource: Option<&str>) -> Value {
         v = json!({ "configs": [] });
     }
     v
+}
+
+fn dynamic_cluster(m: &crate::xds::store::Meta) -> admin::clusters_config_dump::DynamicCluster {
+    admin::clusters_config_dump::DynamicCluster {
+        version_info: m.version.clone(),
+        cluster: Some(m.raw.clone()),
+        last_updated: Some(timestamp(m.last_updated)),
+        ..Default::default()
+    }
+}
+
+fn listener_state(
+    m: &crate::xds::store::Meta,
+) -> admin::listeners_config_dump::DynamicListenerState {
+    admin::listeners_config_dump::DynamicListenerState {
+        version_info: m.version.clone(),
+        listener: Some(m.raw.clone()),
+        last_updated: Some(timestamp(m.last_updated)),
+    }
+}
+
+fn dynamic_listeners(
+    d: &crate::xds::store::Dynamic,
+) -> Vec<admin::listeners_config_dump::DynamicListener> {
+    let mut names: Vec<&String> = d
+        .listeners
+        .keys()
+        .chain(d.warming_listeners.keys())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|n| admin::listeners_config_dump::DynamicListener {
+            name: n.clone(),
+            active_state: d.listeners.get(n).map(|e| listener_state(&e.meta)),
+            warming_state: d
+                .warming_listeners
+                .get(n)
+                .map(|w| listener_state(&w.entry.meta)),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// A secret as `/config_dump` shows it: private keys replaced by `[redacted]`, as Envoy does.
+fn redacted(raw: &Any) -> Any {
+    use layer8_xds::pb::envoy::config::core::v3::{data_source::Specifier, DataSource};
+    use layer8_xds::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
+    let Ok(mut s) = raw.to_msg::<Secret>() else {
+        return raw.clone();
+    };
+    if let Some(secret::Type::TlsCertificate(c)) = &mut s.r#type {
+        if c.private_key.is_some() {
+            c.private_key = Some(DataSource {
+                specifier: Some(Specifier::InlineString("[redacted]".into())),
+                ..Default::default()
+            });
+        }
+    }
+    pack(&s).unwrap_or_else(|| raw.clone())
 }
 
 /// `/server_info`.

@@ -120,10 +120,10 @@ async fn handle(req: Request<Incoming>, state: &Arc<State>) -> Resp {
     }
     match path.as_str() {
         "/ready" => {
-            if state.live.load(Ordering::SeqCst) && stats::store().get("server.state") == Some(0) {
-                text(StatusCode::OK, "LIVE\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n")
+            match (state.live.load(Ordering::SeqCst), stats::store().get("server.state")) {
+                (true, Some(0)) => text(StatusCode::OK, "LIVE\n"),
+                (_, Some(2)) => text(StatusCode::SERVICE_UNAVAILABLE, "INITIALIZING\n"),
+                _ => text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n"),
             }
         }
         "/server_info" => {

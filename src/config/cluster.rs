@@ -194,6 +194,30 @@ pub fn translate(c: &pb::Cluster, notes: &mut Notes) -> Result<ClusterConfig, Co
             "upstream TLS (requests to this cluster fail with UF until mTLS lands)",
         );
     }
+    let mut secrets = Vec::new();
+    if let Some(ts) = &c.transport_socket {
+        secrets.extend(super::secret::refs(ts, &ctx.at("transport_socket"))?);
+    }
+    for (i, m) in c.transport_socket_matches.iter().enumerate() {
+        if let Some(ts) = &m.transport_socket {
+            secrets.extend(super::secret::refs(
+                ts,
+                &ctx.at(format!("transport_socket_matches[{i}].transport_socket")),
+            )?);
+        }
+    }
+    secrets.sort();
+    secrets.dedup();
+    let mut eds_fetch_timeout = None;
+    if discovery == Discovery::Eds {
+        eds_fetch_timeout = super::config_source::ads_only(
+            c.eds_cluster_config
+                .as_ref()
+                .and_then(|e| e.eds_config.as_ref()),
+            "EDS",
+            &ctx.at("eds_cluster_config.eds_config"),
+        )?;
+    }
     if !c.transport_socket_matches.is_empty() {
         notes.skip(
             &ctx.at("transport_socket_matches"),
@@ -214,6 +238,8 @@ pub fn translate(c: &pb::Cluster, notes: &mut Notes) -> Result<ClusterConfig, Co
             .as_ref()
             .map(|e| e.service_name.clone())
             .filter(|s| !s.is_empty()),
+        eds_fetch_timeout,
+        secrets,
         lb,
         endpoints,
         connect_timeout: match &c.connect_timeout {

@@ -376,6 +376,7 @@ fn http_connection_manager(
         Ok(CodecType::Http2) => Codec::Http2,
         _ => return Err(ctx.at("codec_type").err("HTTP/3 is not supported")),
     };
+    let mut rds_fetch_timeout = None;
     let routes = match &h.route_specifier {
         Some(R::RouteConfig(rc)) => {
             RouteSource::Static(Arc::new(super::route::translate(rc, notes)?))
@@ -384,6 +385,11 @@ fn http_connection_manager(
             if rds.route_config_name.is_empty() {
                 return Err(ctx.at("rds.route_config_name").err("must not be empty"));
             }
+            rds_fetch_timeout = super::config_source::ads_only(
+                rds.config_source.as_ref(),
+                "RDS",
+                &ctx.at("rds.config_source"),
+            )?;
             RouteSource::Rds(rds.route_config_name.clone())
         }
         Some(R::ScopedRoutes(_)) => {
@@ -463,6 +469,7 @@ fn http_connection_manager(
         stat_prefix: h.stat_prefix.clone(),
         codec,
         routes,
+        rds_fetch_timeout,
         stream_idle_timeout: timeout(
             h.stream_idle_timeout.as_ref(),
             Some(Duration::from_secs(300)),

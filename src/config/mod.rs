@@ -7,9 +7,11 @@
 
 pub mod bootstrap;
 pub mod cluster;
+pub mod config_source;
 pub mod extensions;
 pub mod listener;
 pub mod route;
+pub mod secret;
 
 use std::hash::Hasher;
 use std::time::Duration;

@@ -69,13 +69,15 @@ pub struct BindError {
 }
 
 impl ListenerManager {
-    /// Bring running listeners in line with `listeners`.
+    /// Bring running listeners in line with `listeners`. A listener that cannot bind is left
+    /// out (the others still start) and returned with its error.
     pub async fn apply(
         &mut self,
         listeners: &[Arc<ListenerConfig>],
         state: &Arc<State>,
-    ) -> Result<(), BindError> {
+    ) -> Vec<BindError> {
         let mut next: HashMap<String, Active> = HashMap::new();
+        let mut failed = Vec::new();
         for cfg in listeners {
             if let Some(old) = self.active.remove(&cfg.name) {
                 let cur = old.current.load_full();
@@ -95,7 +97,13 @@ impl ListenerManager {
             }
             let current = Arc::new(ArcSwap::new(Generation::new(cfg.clone())));
             let accept = if cfg.bind_to_port {
-                spawn_accept(cfg, current.clone(), state.clone()).await?
+                match spawn_accept(cfg, current.clone(), state.clone()).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        failed.push(e);
+                        continue;
+                    }
+                }
             } else {
                 Vec::new()
             };
@@ -104,7 +112,7 @@ impl ListenerManager {
         // Whatever is left was removed: dropping it stops accepting and drains.
         self.active.clear();
         self.active = next;
-        Ok(())
+        failed
     }
 
     /// Drain every listener's connections (admin `/drain_listeners`, shutdown).

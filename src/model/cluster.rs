@@ -160,6 +160,10 @@ pub struct ClusterConfig {
     pub discovery: Discovery,
     /// EDS service name (defaults to the cluster name).
     pub eds_service_name: Option<String>,
+    /// How long an EDS cluster warms waiting for its endpoints (`None`: forever).
+    pub eds_fetch_timeout: Option<Duration>,
+    /// Secrets its transport sockets fetch over SDS.
+    pub secrets: Vec<crate::model::secret::SecretRef>,
     /// LB policy.
     pub lb: LbPolicy,
     /// Endpoints from `load_assignment`.
@@ -186,4 +190,11 @@ pub struct ClusterConfig {
     pub buffer_limit: u32,
     /// Hash of the source config; equal hashes keep the live cluster (and its pools).
     pub config_hash: u64,
+}
+
+impl ClusterConfig {
+    /// The name its endpoints are published under over EDS.
+    pub fn eds_name(&self) -> &str {
+        self.eds_service_name.as_deref().unwrap_or(&self.name)
+    }
 }

@@ -218,6 +218,8 @@ pub struct HcmConfig {
     pub codec: Codec,
     /// Routes.
     pub routes: RouteSource,
+    /// For RDS: how long the listener warms waiting for its routes (`None`: forever).
+    pub rds_fetch_timeout: Option<Duration>,
     /// `stream_idle_timeout` (default 5 min; `None` = disabled).
     pub stream_idle_timeout: Option<Duration>,
     /// `request_timeout` (default disabled).

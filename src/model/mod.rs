@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod listener;
 pub mod matcher;
 pub mod route;
+pub mod secret;
 pub mod snapshot;
 
 pub use snapshot::{Snapshot, SnapshotStore};

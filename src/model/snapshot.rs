@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
     /// Route tables by name (RDS and inline).
     pub routes: HashMap<String, Arc<RouteTable>>,
+    /// Secrets by name (SDS), ready for TLS.
+    pub secrets: HashMap<String, Arc<super::secret::Secret>>,
     /// When this snapshot was built.
     pub built_at: Option<SystemTime>,
 }

@@ -19,3 +19,4 @@ pub mod pb {
         include!(concat!(env!("OUT_DIR"), "/ext.rs"));
     }
 }
+pub mod client;

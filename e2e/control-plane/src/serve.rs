@@ -1,0 +1,182 @@
+//! The gRPC services and the listening socket.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use layer8_xds::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use layer8_xds::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use layer8_xds::pb::envoy::service::secret::v3::secret_discovery_service_server::{
+    SecretDiscoveryService, SecretDiscoveryServiceServer,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::ControlPlane;
+
+type SotwStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+type DeltaStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+fn sotw(cp: &ControlPlane, req: Request<Streaming<DiscoveryRequest>>) -> Response<SotwStream> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(crate::stream_sotw::run(cp.clone(), req.into_inner(), tx));
+    Response::new(ReceiverStream::new(rx))
+}
+
+fn delta(
+    cp: &ControlPlane,
+    req: Request<Streaming<DeltaDiscoveryRequest>>,
+) -> Response<DeltaStream> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(crate::stream_delta::run(cp.clone(), req.into_inner(), tx));
+    Response::new(ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for ControlPlane {
+    type StreamAggregatedResourcesStream = SotwStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<SotwStream>, Status> {
+        Ok(sotw(self, req))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        Ok(delta(self, req))
+    }
+}
+
+#[tonic::async_trait]
+impl SecretDiscoveryService for ControlPlane {
+    type StreamSecretsStream = SotwStream;
+    type DeltaSecretsStream = DeltaStream;
+
+    async fn stream_secrets(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<SotwStream>, Status> {
+        Ok(sotw(self, req))
+    }
+
+    async fn delta_secrets(
+        &self,
+        req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        Ok(delta(self, req))
+    }
+
+    async fn fetch_secrets(
+        &self,
+        _req: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(Status::unimplemented("FetchSecrets"))
+    }
+}
+
+/// Where a running server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    /// TCP.
+    Tcp(SocketAddr),
+    /// Unix socket.
+    Unix(PathBuf),
+}
+
+/// A running server; [`ServerHandle::stop`] ends its streams and closes the socket.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// Where it listens.
+    pub bound: Bound,
+    cp: ControlPlane,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// The TCP address (panics for a Unix socket server: a test bug).
+    pub fn addr(&self) -> SocketAddr {
+        match &self.bound {
+            Bound::Tcp(a) => *a,
+            Bound::Unix(p) => panic!("server listens on {}", p.display()),
+        }
+    }
+
+    /// Stop: drop every stream, stop accepting, close the socket.
+    pub async fn stop(mut self) {
+        self.cp.drop_streams();
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+        if let Bound::Unix(p) = &self.bound {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl ControlPlane {
+    fn router(&self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(self.clone()))
+            .add_service(SecretDiscoveryServiceServer::new(self.clone()))
+    }
+
+    /// Serve on a TCP address (port 0 picks one).
+    pub async fn serve_tcp(&self, addr: SocketAddr) -> std::io::Result<ServerHandle> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let (tx, rx) = oneshot::channel::<()>();
+        let router = self.router();
+        let task = tokio::spawn(async move {
+            let _ = router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(ServerHandle {
+            bound: Bound::Tcp(bound),
+            cp: self.clone(),
+            shutdown: Some(tx),
+            task,
+        })
+    }
+
+    /// Serve on a Unix socket path (an existing socket file is replaced).
+    pub async fn serve_unix(&self, path: &Path) -> std::io::Result<ServerHandle> {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path)?;
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let (tx, rx) = oneshot::channel::<()>();
+        let router = self.router();
+        let task = tokio::spawn(async move {
+            let _ = router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(ServerHandle {
+            bound: Bound::Unix(path.to_path_buf()),
+            cp: self.clone(),
+            shutdown: Some(tx),
+            task,
+        })
+    }
+}

@@ -1,0 +1,437 @@
+//! Applying one xDS update to the [`Dynamic`] store: decode each resource, translate it, and
+//! keep it (or reject it, keeping the last good version), as Envoy does: resources are judged one
+//! by one, the valid ones take effect, and any rejection NACKs the update.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use layer8_xds::client::{Resource, Update};
+use layer8_xds::pb::envoy::config::cluster::v3::Cluster as PbCluster;
+use layer8_xds::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use layer8_xds::pb::envoy::config::listener::v3::Listener as PbListener;
+use layer8_xds::pb::envoy::config::route::v3::RouteConfiguration;
+use layer8_xds::pb::envoy::extensions::transport_sockets::tls::v3::Secret as PbSecret;
+use tokio::time::Instant;
+
+use super::store::{rds_names, Dynamic, Entry, Meta, Warming};
+use crate::config::{self, Ctx, Notes};
+use crate::model::cluster::Discovery;
+use crate::stats;
+use crate::upstream::Cluster;
+
+/// What applying an update did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Rejected resources: `(name, message)`.
+    pub rejected: Vec<(String, String)>,
+    /// The composed snapshot changed (publish a new one).
+    pub publish: bool,
+    /// The set of active listeners changed (the listener manager must follow).
+    pub listeners_changed: bool,
+    /// Clusters were added, changed or removed (EDS interest may change).
+    pub clusters_changed: bool,
+}
+
+impl Outcome {
+    fn reject(&mut self, name: &str, message: impl Into<String>) {
+        self.rejected.push((name.to_string(), message.into()));
+    }
+}
+
+fn meta(r: &Resource, now: SystemTime) -> Meta {
+    Meta {
+        version: r.version.clone(),
+        last_updated: now,
+        raw: r.body.clone(),
+    }
+}
+
+/// Decode a resource, or record it as rejected (`kind 'name': malformed: ...`).
+fn decode<M: prost::Message + prost::Name + Default>(
+    r: &Resource,
+    kind: &str,
+    out: &mut Outcome,
+) -> Option<M> {
+    match r.body.to_msg() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            out.reject(&r.name, format!("{kind} '{}': malformed: {e}", r.name));
+            None
+        }
+    }
+}
+
+fn deadline(timeout: Option<std::time::Duration>) -> Option<Instant> {
+    timeout.map(|t| Instant::now() + t)
+}
+
+fn log_skips(notes: &Notes) {
+    for n in &notes.skipped {
+        tracing::debug!("skipped: {n}");
+    }
+    if !notes.skipped.is_empty() {
+        stats::counter("layer8.filters_skipped").increment(notes.skipped.len() as u64);
+    }
+}
+
+/// CDS.
+pub fn clusters(d: &mut Dynamic, u: &Update) -> Outcome {
+    let mut out = Outcome::default();
+    let now = SystemTime::now();
+    for r in &u.resources {
+        let Some(pb) = decode::<PbCluster>(r, "cluster", &mut out) else {
+            continue;
+        };
+        if d.is_static_cluster(&pb.name) {
+            out.reject(
+                &r.name,
+                format!(
+                    "cluster '{}': name: a static cluster of this name exists",
+                    pb.name
+                ),
+            );
+            continue;
+        }
+        let mut notes = Notes::default();
+        let cfg = match config::cluster::translate(&pb, &mut notes) {
+            Ok(c) => c,
+            Err(e) => {
+                out.reject(&r.name, e.to_string());
+                continue;
+            }
+        };
+        log_skips(&notes);
+        let hash = cfg.config_hash;
+        // Unchanged resources keep their live state and the version they arrived with.
+        if let Some(active) = d.clusters.get(&cfg.name) {
+            if active.item.config.config_hash == hash {
+                d.warming_clusters.remove(&cfg.name);
+                continue;
+            }
+        }
+        if let Some(w) = d.warming_clusters.get(&cfg.name) {
+            if w.entry.item.config.config_hash == hash {
+                continue;
+            }
+        }
+        let existed = d.clusters.contains_key(&cfg.name);
+        let live = Cluster::new(cfg);
+        let entry = Entry {
+            item: live.clone(),
+            meta: meta(r, now),
+        };
+        out.clusters_changed = true;
+        let known = (live.config.discovery == Discovery::Eds)
+            .then(|| d.endpoints.get(live.config.eds_name()))
+            .flatten();
+        match (live.config.discovery == Discovery::Eds, known) {
+            (true, None) => {
+                let timeout = live.config.eds_fetch_timeout;
+                d.warming_clusters.insert(
+                    live.config.name.clone(),
+                    Warming {
+                        entry,
+                        deadline: deadline(timeout),
+                    },
+                );
+            }
+            (is_eds, known) => {
+                if let (true, Some(eps)) = (is_eds, known) {
+                    live.update_endpoints(&eps.item);
+                }
+                d.warming_clusters.remove(&live.config.name);
+                d.clusters.insert(live.config.name.clone(), entry);
+                let stat = if existed {
+                    "cluster_manager.cluster_modified"
+                } else {
+                    "cluster_manager.cluster_added"
+                };
+                stats::counter(stat).increment(1);
+                out.publish = true;
+            }
+        }
+    }
+    for name in &u.removed {
+        let was_active = d.clusters.remove(name).is_some();
+        let was_warming = d.warming_clusters.remove(name).is_some();
+        if was_active || was_warming {
+            out.clusters_changed = true;
+            stats::counter("cluster_manager.cluster_removed").increment(1);
+        }
+        out.publish |= was_active;
+    }
+    if out.clusters_changed {
+        d.reindex_eds();
+    }
+    out
+}
+
+/// EDS: an assignment replaces the endpoint set of every cluster fed by it; a warming cluster
+/// becomes active.
+pub fn endpoints(d: &mut Dynamic, u: &Update) -> Outcome {
+    let mut out = Outcome::default();
+    let now = SystemTime::now();
+    for r in &u.resources {
+        let Some(la) = decode::<ClusterLoadAssignment>(r, "cluster_load_assignment", &mut out)
+        else {
+            continue;
+        };
+        let ctx = Ctx::new("cluster_load_assignment", &la.cluster_name);
+        let eps = match config::cluster::load_assignment(&la, &ctx, false) {
+            Ok(e) => Arc::new(e),
+            Err(e) => {
+                for c in d.clusters_for_eds(&la.cluster_name) {
+                    stats::counter(format!("cluster.{c}.update_rejected")).increment(1);
+                }
+                out.reject(&r.name, e.to_string());
+                continue;
+            }
+        };
+        for name in d.clusters_for_eds(&la.cluster_name).to_vec() {
+            stats::counter(format!("cluster.{name}.update_attempt")).increment(1);
+            stats::counter(format!("cluster.{name}.update_success")).increment(1);
+            if eps.is_empty() {
+                stats::counter(format!("cluster.{name}.update_empty")).increment(1);
+            }
+            if let Some(active) = d.clusters.get(&name) {
+                active.item.update_endpoints(&eps);
+            } else if let Some(w) = d.warming_clusters.remove(&name) {
+                w.entry.item.update_endpoints(&eps);
+                d.clusters.insert(name, w.entry);
+                stats::counter("cluster_manager.cluster_added").increment(1);
+                out.publish = true;
+            }
+        }
+        d.endpoints.insert(
+            la.cluster_name.clone(),
+            Entry {
+                item: eps,
+                meta: meta(r, now),
+            },
+        );
+    }
+    for name in &u.removed {
+        if d.endpoints.remove(name).is_some() {
+            for c in d.clusters_for_eds(name) {
+                if let Some(active) = d.clusters.get(c) {
+                    active.item.update_endpoints(&[]);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// LDS.
+pub fn listeners(d: &mut Dynamic, u: &Update) -> Outcome {
+    let mut out = Outcome::default();
+    let now = SystemTime::now();
+    for r in &u.resources {
+        let Some(pb) = decode::<PbListener>(r, "listener", &mut out) else {
+            continue;
+        };
+        if d.is_static_listener(&pb.name) {
+            out.reject(
+                &r.name,
+                format!(
+                    "listener '{}': name: a static listener of this name exists",
+                    pb.name
+                ),
+            );
+            continue;
+        }
+        let mut notes = Notes::default();
+        let cfg = match config::listener::translate(&pb, &mut notes) {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                out.reject(&r.name, e.to_string());
+                continue;
+            }
+        };
+        log_skips(&notes);
+        if let Some(active) = d.listeners.get(&cfg.name) {
+            if active.item.config_hash == cfg.config_hash {
+                d.warming_listeners.remove(&cfg.name);
+                continue;
+            }
+        }
+        let entry = Entry {
+            item: cfg.clone(),
+            meta: meta(r, now),
+        };
+        if d.routes_ready(&cfg) {
+            d.warming_listeners.remove(&cfg.name);
+            let stat = if d.listeners.insert(cfg.name.clone(), entry).is_some() {
+                "listener_manager.listener_modified"
+            } else {
+                "listener_manager.listener_added"
+            };
+            stats::counter(stat).increment(1);
+            out.publish = true;
+            out.listeners_changed = true;
+        } else {
+            // Wait as long as the slowest route configuration may take (forever if any does).
+            let timeouts: Vec<_> = rds_names(&cfg).map(|(_, t)| t).collect();
+            let wait = if timeouts.iter().any(Option::is_none) {
+                None
+            } else {
+                timeouts.into_iter().flatten().max()
+            };
+            d.warming_listeners.insert(
+                cfg.name.clone(),
+                Warming {
+                    entry,
+                    deadline: deadline(wait),
+                },
+            );
+        }
+    }
+    for name in &u.removed {
+        d.warming_listeners.remove(name);
+        if d.listeners.remove(name).is_some() {
+            stats::counter("listener_manager.listener_removed").increment(1);
+            out.publish = true;
+            out.listeners_changed = true;
+        }
+    }
+    out
+}
+
+/// Move warming listeners whose routes are all here to active.
+fn promote_listeners(d: &mut Dynamic, out: &mut Outcome) {
+    let ready: Vec<String> = d
+        .warming_listeners
+        .iter()
+        .filter(|(_, w)| d.routes_ready(&w.entry.item))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in ready {
+        if let Some(w) = d.warming_listeners.remove(&name) {
+            activate_listener(d, name, w.entry);
+            out.publish = true;
+            out.listeners_changed = true;
+        }
+    }
+}
+
+fn activate_listener(
+    d: &mut Dynamic,
+    name: String,
+    entry: Entry<Arc<crate::model::listener::ListenerConfig>>,
+) {
+    let stat = if d.listeners.insert(name, entry).is_some() {
+        "listener_manager.listener_modified"
+    } else {
+        "listener_manager.listener_added"
+    };
+    stats::counter(stat).increment(1);
+}
+
+/// RDS: each route configuration replaces its table; listeners waiting for it become active.
+pub fn routes(d: &mut Dynamic, u: &Update) -> Outcome {
+    let mut out = Outcome::default();
+    let now = SystemTime::now();
+    for r in &u.resources {
+        let prefix = format!("rds.{}.", r.name);
+        stats::counter(format!("{prefix}update_attempt")).increment(1);
+        let Some(pb) = decode::<RouteConfiguration>(r, "route_configuration", &mut out) else {
+            stats::counter(format!("{prefix}update_rejected")).increment(1);
+            continue;
+        };
+        let mut notes = Notes::default();
+        match config::route::translate(&pb, &mut notes) {
+            Ok(table) => {
+                log_skips(&notes);
+                stats::counter(format!("{prefix}update_success")).increment(1);
+                stats::store().set_text(&format!("{prefix}version_text"), &r.version);
+                d.routes.insert(
+                    pb.name.clone(),
+                    Entry {
+                        item: Arc::new(table),
+                        meta: meta(r, now),
+                    },
+                );
+                out.publish = true;
+            }
+            Err(e) => {
+                stats::counter(format!("{prefix}update_rejected")).increment(1);
+                out.reject(&r.name, e.to_string());
+            }
+        }
+    }
+    for name in &u.removed {
+        out.publish |= d.routes.remove(name).is_some();
+    }
+    promote_listeners(d, &mut out);
+    out
+}
+
+/// SDS.
+pub fn secrets(d: &mut Dynamic, u: &Update) -> Outcome {
+    let mut out = Outcome::default();
+    let now = SystemTime::now();
+    for r in &u.resources {
+        let prefix = format!("sds.{}.", r.name);
+        let Some(pb) = decode::<PbSecret>(r, "secret", &mut out) else {
+            stats::counter(format!("{prefix}update_rejected")).increment(1);
+            continue;
+        };
+        match config::secret::translate(&pb) {
+            Ok(s) => {
+                stats::counter(format!("{prefix}update_success")).increment(1);
+                d.secrets.insert(
+                    pb.name.clone(),
+                    Entry {
+                        item: Arc::new(s),
+                        meta: meta(r, now),
+                    },
+                );
+                out.publish = true;
+            }
+            Err(e) => {
+                stats::counter(format!("{prefix}update_rejected")).increment(1);
+                out.reject(&r.name, e.to_string());
+            }
+        }
+    }
+    for name in &u.removed {
+        out.publish |= d.secrets.remove(name).is_some();
+    }
+    out
+}
+
+/// End warming that ran past its initial fetch timeout: clusters become active without
+/// endpoints, listeners without (some of) their routes, as in Envoy.
+pub fn expire_warming(d: &mut Dynamic, now: Instant) -> Outcome {
+    let mut out = Outcome::default();
+    let due = |w: Option<Instant>| w.is_some_and(|t| t <= now);
+    let clusters: Vec<String> = d
+        .warming_clusters
+        .iter()
+        .filter(|(_, w)| due(w.deadline))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in clusters {
+        if let Some(w) = d.warming_clusters.remove(&name) {
+            tracing::warn!(cluster = %name, "initial fetch timeout: cluster active without endpoints");
+            stats::counter("cluster_manager.cluster_added").increment(1);
+            d.clusters.insert(name, w.entry);
+            out.publish = true;
+        }
+    }
+    let listeners: Vec<String> = d
+        .warming_listeners
+        .iter()
+        .filter(|(_, w)| due(w.deadline))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for name in listeners {
+        if let Some(w) = d.warming_listeners.remove(&name) {
+            tracing::warn!(listener = %name, "initial fetch timeout: listener active without all its routes");
+            activate_listener(d, name, w.entry);
+            out.publish = true;
+            out.listeners_changed = true;
+        }
+    }
+    out
+}

@@ -1,0 +1,250 @@
+//! layer8 against the in-repo control plane (`e2e/control-plane`), as a real process: initial
+//! sync and ACK, NACK of an invalid resource while the last good config keeps serving, removal,
+//! warming order, reconnect after the server restarts, over a Unix socket and TCP, SotW and Delta.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::xds::*;
+use common::*;
+use layer8_test_control_plane::{ControlPlane, ServerHandle};
+use layer8_xds::client::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+
+/// Where the control plane runs in a test.
+#[derive(Clone, Copy)]
+enum Transport {
+    Unix,
+    Tcp,
+}
+
+struct Setup {
+    cp: ControlPlane,
+    server: Option<ServerHandle>,
+    proc: Option<Proc>,
+    admin: u16,
+    dir: std::path::PathBuf,
+    transport: Transport,
+    tcp: Option<SocketAddr>,
+}
+
+impl Setup {
+    async fn serve(&mut self) {
+        self.server = Some(match self.transport {
+            Transport::Unix => self
+                .cp
+                .serve_unix(&self.dir.join("XDS"))
+                .await
+                .expect("serve unix"),
+            Transport::Tcp => {
+                let addr = self
+                    .tcp
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+                let s = self.cp.serve_tcp(addr).await.expect("serve tcp");
+                self.tcp = Some(s.addr());
+                s
+            }
+        });
+    }
+
+    /// Start the control plane (with `resources`) and layer8, and wait until layer8 is ready.
+    async fn start(
+        transport: Transport,
+        delta: bool,
+        resources: Vec<layer8_xds::pb::google::protobuf::Any>,
+    ) -> Setup {
+        let cp = ControlPlane::new();
+        cp.set(resources).expect("resources");
+        let mut s = Setup {
+            cp,
+            server: None,
+            proc: None,
+            admin: free_port(),
+            dir: temp_dir("xds"),
+            transport,
+            tcp: None,
+        };
+        s.serve().await;
+        let sock = s.dir.join("XDS");
+        let bootstrap = match transport {
+            Transport::Unix => ads_bootstrap(s.admin, CpAddr::Unix(&sock), delta),
+            Transport::Tcp => ads_bootstrap(s.admin, CpAddr::Tcp(s.tcp.expect("tcp")), delta),
+        };
+        let admin = s.admin;
+        let p = tokio::task::spawn_blocking(move || {
+            start_process(layer8_bin(), &bootstrap, "json", admin, &[])
+        })
+        .await
+        .expect("start layer8");
+        s.proc = Some(p);
+        s
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Poll `f` until it returns true (10 s).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn refused(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+async fn sync_ack_nack_remove(transport: Transport, delta: bool) {
+    let a = echo_upstream("a").await;
+    let b = echo_upstream("b").await;
+    let port = free_port();
+    let s = Setup::start(
+        transport,
+        delta,
+        vec![
+            eds_cluster("svc-a"),
+            eds_cluster("svc-b"),
+            assignment("svc-a", &[a.addr]),
+            assignment("svc-b", &[b.addr]),
+            rds_listener("http", port, "r1"),
+            route_config("r1", &[("a.example", "svc-a"), ("b.example", "svc-b")]),
+        ],
+    )
+    .await;
+    let v1 = s.cp.version(LISTENER);
+    for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE] {
+        s.cp.wait_ack(t, &v1).await.expect("initial ACK");
+    }
+    // The node goes on the first request of the stream only.
+    let reqs = s.cp.requests();
+    assert_eq!(
+        reqs[0].node_id.as_deref(),
+        Some("sidecar~10.0.0.1~app.default~default.svc.cluster.local")
+    );
+    assert!(reqs[1..].iter().all(|r| r.node_id.is_none()), "{reqs:#?}");
+    // EDS and RDS are subscribed by name.
+    let eds_names: Vec<String> = reqs
+        .iter()
+        .filter(|r| r.type_url == ENDPOINT)
+        .flat_map(|r| r.names.clone())
+        .collect();
+    assert!(eds_names.contains(&"svc-a".to_string()) && eds_names.contains(&"svc-b".to_string()));
+
+    let c = Clients::new();
+    let r = c.get(port, "a.example", "/x").await;
+    assert_eq!((r.status, r.echo().upstream.as_str()), (200, "a"));
+    assert_eq!(r.header("x-route"), Some("r1/a.example"));
+    let r = c.get(port, "b.example", "/x").await;
+    assert_eq!((r.status, r.echo().upstream.as_str()), (200, "b"));
+
+    // NACK: an invalid route configuration is rejected, naming resource and field; the last
+    // good one keeps serving.
+    let v2 = s.cp.set([bad_route_config("r1")]).expect("set");
+    let nack = s.cp.wait_nack(ROUTE, &v2).await.expect("NACK");
+    let msg = nack.error.expect("error_detail");
+    assert!(msg.contains("'r1'") && msg.contains("safe_regex"), "{msg}");
+    let r = c.get(port, "a.example", "/x").await;
+    assert_eq!(r.header("x-route"), Some("r1/a.example"));
+    // A bad listener next to a good one: the bad one is rejected, the update NACKed.
+    let bad_port = free_port();
+    let mut bad = rds_listener("bad", bad_port, "r1");
+    let mut l: layer8_xds::pb::envoy::config::listener::v3::Listener =
+        bad.to_msg().expect("listener");
+    l.filter_chains[0].filters[0].name = "envoy.filters.network.rbac".into();
+    l.filter_chains[0].filters[0].config_type = None;
+    bad = layer8_xds::pb::google::protobuf::Any::from_msg(&l).expect("pack");
+    let v3 = s.cp.set([bad]).expect("set");
+    let nack = s.cp.wait_nack(LISTENER, &v3).await.expect("LDS NACK");
+    let msg = nack.error.expect("error_detail");
+    assert!(
+        msg.contains("listener 'bad'") && msg.contains("filter_chains[0].filters[0]"),
+        "{msg}"
+    );
+    let admin = s.admin;
+    let stats = blocking(move || {
+        [
+            "listener_manager.lds.update_rejected",
+            "listener_manager.lds.update_success",
+            "cluster_manager.cds.update_success",
+            "rds.r1.update_rejected",
+            "listener_manager.lds.version_text",
+        ]
+        .map(|n| admin_stat(admin, n))
+    })
+    .await;
+    assert_eq!(stats[0], "1", "lds rejected");
+    assert_eq!(stats[3], "1", "rds rejected");
+    assert_eq!(
+        stats[4],
+        format!("{v1:?}"),
+        "lds version_text stays at the last good version"
+    );
+    assert!(refused(bad_port));
+    let r = c.get(port, "b.example", "/x").await;
+    assert_eq!((r.status, r.echo().upstream.as_str()), (200, "b"));
+
+    // A good update after the NACKs is ACKed and served.
+    s.cp.remove(LISTENER, &["bad"]);
+    let v4 =
+        s.cp.set([route_config("r1", &[("a.example", "svc-b")])])
+            .expect("set");
+    s.cp.wait_ack(ROUTE, &v4).await.expect("ACK");
+    let r = c.get(port, "a.example", "/x").await;
+    assert_eq!((r.status, r.echo().upstream.as_str()), (200, "b"));
+
+    // /config_dump shows the dynamic resources with their versions.
+    let dump = blocking(move || admin_json(admin, "/config_dump?resource=dynamic_listeners")).await;
+    let listeners = dump["configs"].as_array().expect("configs");
+    assert_eq!(listeners.len(), 1, "{dump}");
+    assert_eq!(listeners[0]["name"], "http");
+    assert_eq!(listeners[0]["active_state"]["version_info"], v1.as_str());
+    assert!(listeners[0]["active_state"]["last_updated"].is_string());
+    let dump =
+        blocking(move || admin_json(admin, "/config_dump?resource=dynamic_route_configs")).await;
+    assert_eq!(dump["configs"][0]["version_info"], v4.as_str(), "{dump}");
+
+    // Removal: the cluster goes (503 NC), then the listener (connection refused).
+    let v5 = s.cp.remove(CLUSTER, &["svc-b"]);
+    s.cp.wait_ack(CLUSTER, &v5).await.expect("ACK");
+    let r = c.get(port, "a.example", "/x").await;
+    assert_eq!(r.status, 503);
+    let v6 = s.cp.remove(LISTENER, &["http"]);
+    s.cp.wait_ack(LISTENER, &v6).await.expect("ACK");
+    eventually("the removed listener to close", || refused(port)).await;
+    let removed = blocking(move || admin_stat(admin, "cluster_manager.cluster_removed")).await;
+    assert_eq!(removed, "1");
+    let _ = &s.proc;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sotw_over_unix_socket() {
+    sync_ack_nack_remove(Transport::Unix, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delta_over_tcp() {
+    sync_ack_nack_remove(Transport::Tcp, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sotw_over_tcp() {
+    sync_ack_nack_remove(Transport::Tcp, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delta_over_unix_socket() {
+    sync_ack_nack_remove(Transport::Unix, true).await;
+}

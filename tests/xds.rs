@@ -248,3 +248,181 @@ async fn sotw_over_tcp() {
 async fn delta_over_unix_socket() {
     sync_ack_nack_remove(Transport::Unix, true).await;
 }
+
+async fn warming_order(transport: Transport, delta: bool) {
+    let a = echo_upstream("a").await;
+    let port = free_port();
+    // A listener whose routes are not there yet, and a cluster whose endpoints are not.
+    let s = Setup::start(
+        transport,
+        delta,
+        vec![eds_cluster("svc-a"), rds_listener("http", port, "r1")],
+    )
+    .await;
+    let v1 = s.cp.version(LISTENER);
+    s.cp.wait_ack(LISTENER, &v1).await.expect("LDS ACK");
+    s.cp.wait_ack(CLUSTER, &v1).await.expect("CDS ACK");
+    let admin = s.admin;
+    let (warming_l, warming_c) = blocking(move || {
+        (
+            admin_stat(admin, "listener_manager.total_listeners_warming"),
+            admin_stat(admin, "cluster_manager.warming_clusters"),
+        )
+    })
+    .await;
+    assert_eq!((warming_l.as_str(), warming_c.as_str()), ("1", "1"));
+    assert!(refused(port), "a warming listener must not accept");
+    let dump = blocking(move || admin_json(admin, "/config_dump?resource=dynamic_listeners")).await;
+    assert_eq!(dump["configs"][0]["name"], "http", "{dump}");
+    assert!(dump["configs"][0]["active_state"].is_null(), "{dump}");
+    assert_eq!(
+        dump["configs"][0]["warming_state"]["version_info"],
+        v1.as_str()
+    );
+    let dump =
+        blocking(move || admin_json(admin, "/config_dump?resource=dynamic_warming_clusters")).await;
+    assert_eq!(dump["configs"].as_array().map(Vec::len), Some(1), "{dump}");
+
+    // Routes arrive: the listener goes active; its cluster still warms (503, no cluster).
+    let v2 =
+        s.cp.set([route_config("r1", &[("a.example", "svc-a")])])
+            .expect("set");
+    s.cp.wait_ack(ROUTE, &v2).await.expect("RDS ACK");
+    let c = Clients::new();
+    let r = c.get(port, "a.example", "/").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(a.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    // Endpoints arrive: the cluster goes active and traffic flows.
+    let v3 = s.cp.set([assignment("svc-a", &[a.addr])]).expect("set");
+    s.cp.wait_ack(ENDPOINT, &v3).await.expect("EDS ACK");
+    let r = c.get(port, "a.example", "/").await;
+    assert_eq!((r.status, r.echo().upstream.as_str()), (200, "a"));
+    let (warming_l, warming_c) = blocking(move || {
+        (
+            admin_stat(admin, "listener_manager.total_listeners_warming"),
+            admin_stat(admin, "cluster_manager.warming_clusters"),
+        )
+    })
+    .await;
+    assert_eq!((warming_l.as_str(), warming_c.as_str()), ("0", "0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warming_order_sotw() {
+    warming_order(Transport::Unix, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warming_order_delta() {
+    warming_order(Transport::Tcp, true).await;
+}
+
+/// Requests in a loop until stopped: (successes, failures with their errors).
+fn load(
+    port: u16,
+    host: &'static str,
+) -> (
+    tokio::task::JoinHandle<(u64, Vec<String>)>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let task = tokio::spawn(async move {
+        let c = Clients::new();
+        let (mut ok, mut failed) = (0u64, Vec::new());
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let r = c.get(port, host, "/load").await;
+            if r.status == 200 {
+                ok += 1;
+            } else {
+                failed.push(format!("{} {}", r.status, r.text()));
+            }
+        }
+        (ok, failed)
+    });
+    (task, stop)
+}
+
+async fn reconnect(transport: Transport, delta: bool) {
+    let a = echo_upstream("a").await;
+    let b = echo_upstream("b").await;
+    let port = free_port();
+    let mut s = Setup::start(
+        transport,
+        delta,
+        vec![
+            eds_cluster("svc-a"),
+            eds_cluster("svc-b"),
+            assignment("svc-a", &[a.addr]),
+            assignment("svc-b", &[b.addr]),
+            rds_listener("http", port, "r1"),
+            route_config("r1", &[("a.example", "svc-a")]),
+        ],
+    )
+    .await;
+    let v1 = s.cp.version(LISTENER);
+    for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE] {
+        s.cp.wait_ack(t, &v1).await.expect("initial ACK");
+    }
+    let (task, stop) = load(port, "a.example");
+    // The control plane goes away; layer8 keeps serving the last good configuration.
+    s.server.take().expect("server").stop().await;
+    let admin = s.admin;
+    eventually("layer8 to notice the disconnect", || {
+        admin_stat(admin, "control_plane.connected_state") == "0"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = s.cp.requests().len();
+    s.serve().await;
+    // A new stream resubscribes with what layer8 holds.
+    let first =
+        s.cp.wait_for(Duration::from_secs(20), |r| {
+            r.stream >= 2 && r.type_url == CLUSTER
+        })
+        .await
+        .expect("resubscription");
+    if delta {
+        assert_eq!(
+            first.initial_versions.get("svc-a").map(String::as_str),
+            Some(v1.as_str()),
+            "{first:?}"
+        );
+    } else {
+        assert_eq!(first.version_info, v1, "{first:?}");
+        assert!(first.nonce.is_empty());
+    }
+    assert!(first.node_id.is_some() || s.cp.requests()[before].node_id.is_some());
+    eventually("layer8 to reconnect", || {
+        admin_stat(admin, "control_plane.connected_state") == "1"
+    })
+    .await;
+    // Updates flow again.
+    let v2 =
+        s.cp.set([route_config("r1", &[("a.example", "svc-b")])])
+            .expect("set");
+    s.cp.wait_ack(ROUTE, &v2)
+        .await
+        .expect("ACK after reconnect");
+    let c = Clients::new();
+    let r = c.get(port, "a.example", "/").await;
+    assert_eq!((r.status, r.echo().upstream.as_str()), (200, "b"));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = task.await.expect("load task");
+    assert!(
+        failed.is_empty(),
+        "failed requests during the outage: {failed:?}"
+    );
+    assert!(ok > 10, "only {ok} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconnect_sotw_unix() {
+    reconnect(Transport::Unix, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconnect_delta_tcp() {
+    reconnect(Transport::Tcp, true).await;
+}

@@ -102,7 +102,17 @@ pub fn translate(l: &pb::Listener, notes: &mut Notes) -> Result<ListenerConfig, 
         name: l.name.clone(),
         stat_prefix: format!("listener.{}", stat_address(&address)),
         address,
-        bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
+        // `deprecated_v1.bind_to_port` is how istiod before 1.10 said `bind_to_port: false`.
+        #[allow(deprecated)]
+        bind_to_port: l
+            .bind_to_port
+            .as_ref()
+            .or_else(|| {
+                l.deprecated_v1
+                    .as_ref()
+                    .and_then(|d| d.bind_to_port.as_ref())
+            })
+            .is_none_or(|b| b.value),
         use_original_dst,
         inspectors,
         filter_chains: chains,

@@ -49,9 +49,15 @@ impl Netns {
     }
 
     pub fn spawn(&mut self, args: &[&str], log: &std::path::Path) {
+        self.spawn_in(args, log, std::path::Path::new("/"));
+    }
+
+    /// Start a process in the namespace with `cwd` as its working directory.
+    pub fn spawn_in(&mut self, args: &[&str], log: &std::path::Path, cwd: &std::path::Path) {
         let log = std::fs::File::create(log).expect("log");
         let child = self
             .cmd(args)
+            .current_dir(cwd)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -60,20 +66,15 @@ impl Netns {
     }
 
     pub fn curl(&self, url: &str) -> (String, String) {
-        let out = self
-            .cmd(&[
-                "curl",
-                "-s",
-                "-m",
-                "5",
-                "-o",
-                "-",
-                "-w",
-                "\n%{http_code}",
-                url,
-            ])
-            .output()
-            .expect("curl");
+        self.curl_with(&[], url)
+    }
+
+    /// curl with extra arguments (`-H`, ...): (status code, body).
+    pub fn curl_with(&self, extra: &[&str], url: &str) -> (String, String) {
+        let mut args = vec!["curl", "-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}"];
+        args.extend_from_slice(extra);
+        args.push(url);
+        let out = self.cmd(&args).output().expect("curl");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
         (code.to_string(), body.to_string())

@@ -73,6 +73,29 @@ pub fn ensure_placeholders<'a>(names: impl IntoIterator<Item = &'a str>) {
     }
 }
 
+/// Register placeholders for every `type.googleapis.com/...` type URL found in encoded protobuf
+/// (the `Any`s nested anywhere in a resource received over xDS), so the resource can be rendered
+/// as JSON even when it carries Istio-private extension configs.
+pub fn ensure_placeholders_in_wire(bytes: &[u8]) {
+    const PREFIX: &[u8] = b"type.googleapis.com/";
+    let mut names = Vec::new();
+    let mut i = 0;
+    while let Some(pos) = bytes[i..].windows(PREFIX.len()).position(|w| w == PREFIX) {
+        let start = i + pos + PREFIX.len();
+        let len = bytes[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'.' || **b == b'_')
+            .count();
+        if let Ok(name) = std::str::from_utf8(&bytes[start..start + len]) {
+            if !name.is_empty() {
+                names.push(name.to_string());
+            }
+        }
+        i = start + len;
+    }
+    ensure_placeholders(names.iter().map(String::as_str));
+}
+
 fn base_pool() -> DescriptorPool {
     {
         // Both sets are produced by our build (xds-api ships one, build.rs writes the other), so a

@@ -86,9 +86,10 @@ impl Store {
             .entries
             .iter()
             .filter(|e| keep(e.key()))
-            .map(|e| (e.key().clone(), read(e.kind, &e.value)))
-            .filter(|(_, v)| !used_only || *v != 0)
-            .map(|(k, v)| (k, v.to_string()))
+            .filter(|e| {
+                !used_only || e.value.used.load(Ordering::Relaxed) || read(e.kind, &e.value) != 0
+            })
+            .map(|e| (e.key().clone(), read(e.kind, &e.value).to_string()))
             .collect();
         rows.extend(
             self.texts
@@ -158,6 +159,9 @@ fn escape_label(v: &str) -> String {
 #[derive(Debug)]
 pub struct Value {
     shards: Box<[CachePadded<AtomicU64>]>,
+    /// Written at least once (Envoy's "used", which `?usedonly` filters on: a gauge set to 0,
+    /// like `server.state` when LIVE, is used).
+    used: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Value {
@@ -166,6 +170,7 @@ impl Default for Value {
             shards: (0..crate::workers::count())
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
+            used: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -173,6 +178,12 @@ impl Default for Value {
 impl Value {
     fn shard(&self) -> &AtomicU64 {
         &self.shards[crate::workers::current() % self.shards.len()]
+    }
+
+    fn mark_used(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
     }
 
     fn sum(&self) -> u64 {
@@ -188,6 +199,7 @@ impl metrics::CounterFn for Value {
     }
 
     fn absolute(&self, value: u64) {
+        self.mark_used();
         // Absolute values come from one place at a time: keep them in shard 0 alone.
         for (i, s) in self.shards.iter().enumerate() {
             s.store(if i == 0 { value } else { 0 }, Ordering::Relaxed);
@@ -197,11 +209,13 @@ impl metrics::CounterFn for Value {
 
 impl metrics::GaugeFn for Value {
     fn increment(&self, value: f64) {
+        self.mark_used();
         self.shard()
             .fetch_add(value as i64 as u64, Ordering::Relaxed);
     }
 
     fn decrement(&self, value: f64) {
+        self.mark_used();
         self.shard()
             .fetch_sub(value as i64 as u64, Ordering::Relaxed);
     }
@@ -209,6 +223,7 @@ impl metrics::GaugeFn for Value {
     /// `set` is used for gauges that are only ever set (membership, server state), never for
     /// ones that are incremented concurrently.
     fn set(&self, value: f64) {
+        self.mark_used();
         for (i, s) in self.shards.iter().enumerate() {
             s.store(
                 if i == 0 { value as i64 as u64 } else { 0 },

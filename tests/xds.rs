@@ -143,6 +143,23 @@ async fn sync_ack_nack_remove(transport: Transport, delta: bool) {
         .collect();
     assert!(eds_names.contains(&"svc-a".to_string()) && eds_names.contains(&"svc-b".to_string()));
 
+    // What pilot-agent's readiness probe reads.
+    let admin = s.admin;
+    let (ready1, ready2) = blocking(move || {
+        let q1 = r"/stats?usedonly&filter=^(cluster_manager\.cds|listener_manager\.lds)\.(update_success|update_rejected)$";
+        let q2 = r"/stats?usedonly&filter=^(server\.state|listener_manager\.workers_started)";
+        (blocking_get(admin, q1), blocking_get(admin, q2))
+    })
+    .await;
+    assert_eq!(
+        ready1.map(|r| r.1).as_deref(),
+        Some("cluster_manager.cds.update_success: 1\nlistener_manager.lds.update_success: 1\n")
+    );
+    assert_eq!(
+        ready2.map(|r| r.1).as_deref(),
+        Some("listener_manager.workers_started: 1\nserver.state: 0\n")
+    );
+
     let c = Clients::new();
     let r = c.get(port, "a.example", "/x").await;
     assert_eq!((r.status, r.echo().upstream.as_str()), (200, "a"));
@@ -173,7 +190,6 @@ async fn sync_ack_nack_remove(transport: Transport, delta: bool) {
         msg.contains("listener 'bad'") && msg.contains("filter_chains[0].filters[0]"),
         "{msg}"
     );
-    let admin = s.admin;
     let stats = blocking(move || {
         [
             "listener_manager.lds.update_rejected",
@@ -425,4 +441,39 @@ async fn reconnect_sotw_unix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reconnect_delta_tcp() {
     reconnect(Transport::Tcp, true).await;
+}
+
+/// `google_grpc` with a `target_uri` instead of an `envoy_grpc` cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn google_grpc_target() {
+    let a = echo_upstream("a").await;
+    let port = free_port();
+    let cp = ControlPlane::new();
+    let v1 = cp
+        .set([
+            eds_cluster("svc-a"),
+            assignment("svc-a", &[a.addr]),
+            rds_listener("http", port, "r1"),
+            route_config("r1", &[("a.example", "svc-a")]),
+        ])
+        .expect("resources");
+    let server = cp
+        .serve_tcp(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("serve");
+    let admin = free_port();
+    let mut bootstrap: serde_json::Value =
+        serde_json::from_str(&ads_bootstrap(admin, CpAddr::Tcp(server.addr()), false))
+            .expect("json");
+    bootstrap["dynamic_resources"]["ads_config"]["grpc_services"] = serde_json::json!([
+        {"google_grpc": {"target_uri": server.addr().to_string(), "stat_prefix": "xds"}}
+    ]);
+    let text = bootstrap.to_string();
+    let _proc = blocking(move || start_process(layer8_bin(), &text, "json", admin, &[])).await;
+    for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE] {
+        cp.wait_ack(t, &v1).await.expect("ACK");
+    }
+    let r = Clients::new().get(port, "a.example", "/").await;
+    assert_eq!((r.status, r.echo().upstream.as_str()), (200, "a"));
+    server.stop().await;
 }

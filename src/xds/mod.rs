@@ -148,7 +148,6 @@ impl Applier {
         if !o.service_cluster.is_empty() {
             node.cluster.clone_from(&o.service_cluster);
         }
-        node.user_agent_name = "envoy".into();
         let cfg = ClientConfig {
             name,
             target: server.target,

@@ -120,3 +120,73 @@ pub fn resources_from_config_dump(path: &Path) -> Result<Vec<Any>, String> {
     }
     Ok(out)
 }
+
+/// Whether an extension config is Istio's own (not in upstream Envoy): `istio.*`, `io.istio.*`,
+/// `stats.PluginConfig`, the TCP metadata exchange, also when wrapped in a `TypedStruct`.
+fn istio_private(any: &Any) -> bool {
+    let inner = if any.type_url.ends_with("udpa.type.v1.TypedStruct")
+        || any.type_url.ends_with("xds.type.v3.TypedStruct")
+    {
+        any.to_msg::<layer8_xds::pb::ext::udpa::r#type::v1::TypedStruct>()
+            .map(|t| t.type_url)
+            .unwrap_or_default()
+    } else {
+        any.type_url.clone()
+    };
+    let name = inner.rsplit('/').next().unwrap_or_default();
+    name.starts_with("istio.")
+        || name.starts_with("io.istio.")
+        || name.starts_with("stats.")
+        || name.starts_with("envoy.tcp.metadataexchange.")
+}
+
+/// A resource without Istio's private extensions (network, HTTP and cluster filters), as
+/// upstream Envoy (which lacks them) can load it. Other resources are returned unchanged.
+pub fn without_istio_extensions(any: Any) -> Any {
+    use layer8_xds::pb::envoy::config::cluster::v3::Cluster;
+    use layer8_xds::pb::envoy::config::listener::v3::{filter::ConfigType, Filter, Listener};
+    use layer8_xds::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        http_filter, HttpConnectionManager,
+    };
+    fn network(filters: &mut Vec<Filter>) {
+        filters.retain(|f| match &f.config_type {
+            Some(ConfigType::TypedConfig(a)) => !istio_private(a),
+            _ => true,
+        });
+        for f in filters.iter_mut() {
+            let Some(ConfigType::TypedConfig(a)) = &mut f.config_type else {
+                continue;
+            };
+            let Ok(mut h) = a.to_msg::<HttpConnectionManager>() else {
+                continue;
+            };
+            h.http_filters.retain(|hf| match &hf.config_type {
+                Some(http_filter::ConfigType::TypedConfig(a)) => !istio_private(a),
+                _ => true,
+            });
+            if let Ok(packed) = Any::from_msg(&h) {
+                *a = packed;
+            }
+        }
+    }
+    if any.type_url.ends_with("envoy.config.listener.v3.Listener") {
+        if let Ok(mut l) = any.to_msg::<Listener>() {
+            for fc in l
+                .filter_chains
+                .iter_mut()
+                .chain(l.default_filter_chain.iter_mut())
+            {
+                network(&mut fc.filters);
+            }
+            return Any::from_msg(&l).unwrap_or(any);
+        }
+    }
+    if any.type_url.ends_with("envoy.config.cluster.v3.Cluster") {
+        if let Ok(mut c) = any.to_msg::<Cluster>() {
+            c.filters
+                .retain(|f| f.typed_config.as_ref().is_none_or(|a| !istio_private(a)));
+            return Any::from_msg(&c).unwrap_or(any);
+        }
+    }
+    any
+}

@@ -14,6 +14,7 @@ pub mod files;
 mod serve;
 mod stream_delta;
 mod stream_sotw;
+pub mod synthetic;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +52,8 @@ pub struct Request {
     pub error: Option<String>,
     /// `node.id`, when the request carried a node.
     pub node_id: Option<String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Request {

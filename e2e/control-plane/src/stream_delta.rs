@@ -44,6 +44,7 @@ pub(crate) async fn run(
                     initial_versions: r.initial_resource_versions.clone().into_iter().collect(),
                     error: r.error_detail.as_ref().map(|e| e.message.clone()),
                     node_id: r.node.as_ref().map(|n| n.id.clone()),
+                    at: std::time::Instant::now(),
                 });
                 let first = !subs.contains_key(&r.type_url);
                 let sub = subs.entry(r.type_url.clone()).or_default();

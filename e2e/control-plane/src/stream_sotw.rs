@@ -44,6 +44,7 @@ pub(crate) async fn run(
                     initial_versions: Default::default(),
                     error: r.error_detail.as_ref().map(|e| e.message.clone()),
                     node_id: r.node.as_ref().map(|n| n.id.clone()),
+                    at: std::time::Instant::now(),
                 });
                 let sub = subs.entry(r.type_url.clone()).or_default();
                 if !r.response_nonce.is_empty() && r.response_nonce != sub.nonce {

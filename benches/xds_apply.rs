@@ -8,6 +8,9 @@
 //! synthetic istiod-sized mesh (1000 services: 1000 EDS clusters, 1000 listeners, 10 route
 //! configurations with 10 000 routes).
 //!
+//! Both run with the `stats_config` pilot-agent renders (Istio's stats inclusion list), as every
+//! Istio sidecar does.
+//!
 //! Per proxy: time from its first xDS request to its last ACK of the snapshot (CDS, EDS, LDS,
 //! RDS), RSS two seconds later, round trip of single-assignment EDS updates (push to ACK), RSS
 //! after them. For layer8 also the in-process cost without the wire: translating and composing
@@ -30,7 +33,13 @@ use layer8_xds::pb::envoy::config::cluster::v3::Cluster;
 use layer8_xds::pb::envoy::config::listener::v3::Listener;
 use layer8_xds::pb::google::protobuf::Any;
 
-const EDS_UPDATES: usize = 300;
+/// EDS updates per run (`XDS_BENCH_EDS_UPDATES` to change).
+fn eds_updates() -> usize {
+    std::env::var("XDS_BENCH_EDS_UPDATES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300)
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -55,8 +64,20 @@ fn envoy_bin() -> String {
     })
 }
 
+/// The `stats_config` pilot-agent renders (Istio's default inclusion list), for both proxies.
+fn istio_stats_config() -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/istio/bootstrap/default.json"
+    );
+    let text = std::fs::read_to_string(path).expect("istio bootstrap");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["stats_config"].clone()
+}
+
 fn bootstrap(admin: u16, cp: SocketAddr) -> String {
     serde_json::json!({
+        "stats_config": istio_stats_config(),
         "node": {"id": "sidecar~10.0.0.1~bench.default~default.svc.cluster.local", "cluster": "bench.default"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "dynamic_resources": {
@@ -131,7 +152,6 @@ async fn measure(proxy: &str, resources: &[Any], eds: &[Any]) -> Measured {
         last = last.max(ack.at);
     }
     let apply_ms = (last - first.at).as_secs_f64() * 1e3;
-    eprintln!("{proxy}: snapshot applied in {apply_ms:.1} ms");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_applied = rss_mib(child.id());
     let mut lat = Vec::with_capacity(eds.len());
@@ -178,6 +198,12 @@ fn updates(resources: &[Any], type_url: &str) -> Update {
 
 /// layer8's apply cost without the wire: (full snapshot ms, one EDS update µs).
 fn in_process(resources: &[Any], eds: &[Any]) -> (f64, f64) {
+    // The same stats inclusion list as the processes.
+    let b = serde_json::json!({"stats_config": istio_stats_config()}).to_string();
+    let loaded = layer8::config::bootstrap::load(None, Some(&b), true).expect("stats_config");
+    if let Some(m) = layer8::config::bootstrap::stats_matcher(&loaded.bootstrap).expect("matcher") {
+        layer8::stats::set_matcher(m);
+    }
     let mut full = Vec::new();
     let mut d = Dynamic::new(&Snapshot::default());
     for _ in 0..5 {
@@ -296,7 +322,7 @@ fn main() {
     };
     let upstream: SocketAddr = ([127, 0, 0, 1], 1).into();
     let synthetic = synthetic::mesh(&mesh, upstream).expect("mesh");
-    let synthetic_eds: Vec<Any> = (0..EDS_UPDATES)
+    let synthetic_eds: Vec<Any> = (0..eds_updates())
         .map(|i| {
             let m = Mesh {
                 endpoints: 2 + i % 3,
@@ -306,7 +332,7 @@ fn main() {
         })
         .collect();
     let (fixture, fixture_eds) = istio_fixture();
-    let fixture_eds: Vec<Any> = (0..EDS_UPDATES)
+    let fixture_eds: Vec<Any> = (0..eds_updates())
         .map(|i| fixture_eds[i % fixture_eds.len()].clone())
         .collect();
     let configs = [
@@ -317,7 +343,7 @@ fn main() {
             synthetic_eds,
         ),
     ];
-    println!("| config | proxy | snapshot applied (first request to last ACK) | RSS after | EDS update p50 / p99 (push to ACK) | RSS after {EDS_UPDATES} EDS updates |");
+    println!("| config | proxy | snapshot applied (first request to last ACK) | RSS after | EDS update p50 / p99 (push to ACK) | RSS after {} EDS updates |", eds_updates());
     println!("|---|---|---|---|---|---|");
     let mut in_proc = Vec::new();
     for (name, resources, eds) in &configs {

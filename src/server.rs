@@ -141,6 +141,7 @@ pub fn validate(
 ) -> Result<Notes, StartError> {
     let loaded = bootstrap::load(path, yaml, allow_unknown)?;
     bootstrap::admin_address(&loaded.bootstrap)?;
+    bootstrap::stats_matcher(&loaded.bootstrap)?;
     let mut notes = Notes::default();
     bootstrap::build_snapshot(&loaded.bootstrap, None, &mut notes)?;
     config::config_source::ads(&loaded.bootstrap)?;
@@ -179,6 +180,9 @@ pub async fn start(
     options: Options,
     log_reload: Option<LogReload>,
 ) -> Result<Running, StartError> {
+    if let Some(m) = bootstrap::stats_matcher(&loaded.bootstrap)? {
+        stats::set_matcher(m);
+    }
     register_server_stats(options.concurrency);
     if !loaded.unknown_fields.is_empty() {
         stats::counter("server.static_unknown_fields")

@@ -39,7 +39,40 @@ pub struct Store {
     texts: DashMap<String, String>,
 }
 
+/// `stats_config.stats_matcher`: which stats exist at all. A rejected stat is a no-op handle that
+/// takes no memory and never shows, as Envoy's null stats.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// `reject_all: true`.
+    RejectAll,
+    /// Only names matching one of these.
+    Include(Vec<crate::model::matcher::StringMatch>),
+    /// Every name but those matching one of these.
+    Exclude(Vec<crate::model::matcher::StringMatch>),
+}
+
+static MATCHER: OnceLock<Matcher> = OnceLock::new();
+
+/// Install the stats matcher (first call wins: Envoy reads it from the bootstrap once). Stats
+/// registered before stay.
+pub fn set_matcher(m: Matcher) {
+    let _ = MATCHER.set(m);
+}
+
+fn accepts_name(name: &str) -> bool {
+    match MATCHER.get() {
+        None => true,
+        Some(Matcher::RejectAll) => false,
+        Some(Matcher::Include(list)) => list.iter().any(|p| p.matches(name)),
+        Some(Matcher::Exclude(list)) => !list.iter().any(|p| p.matches(name)),
+    }
+}
+
 impl Store {
+    fn accepts(&self, key: &Key) -> bool {
+        accepts_name(key.name())
+    }
+
     fn entry(&self, key: &Key, kind: Kind) -> Arc<Value> {
         let name = flat_name(key);
         if let Some(e) = self.entries.get(&name) {
@@ -71,6 +104,9 @@ impl Store {
 
     /// Set a text readout.
     pub fn set_text(&self, name: &str, value: &str) {
+        if !accepts_name(name) {
+            return;
+        }
         self.texts.insert(name.to_string(), value.to_string());
     }
 
@@ -293,10 +329,16 @@ impl Recorder for Store {
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        if !self.accepts(key) {
+            return Counter::noop();
+        }
         Counter::from_arc(self.entry(key, Kind::Counter))
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        if !self.accepts(key) {
+            return Gauge::noop();
+        }
         Gauge::from_arc(self.entry(key, Kind::Gauge))
     }
 

@@ -149,6 +149,36 @@ pub fn admin_address(b: &Bootstrap) -> Result<Option<SocketAddr>, ConfigError> {
     }
 }
 
+/// `stats_config.stats_matcher`, compiled.
+pub fn stats_matcher(b: &Bootstrap) -> Result<Option<crate::stats::Matcher>, ConfigError> {
+    use layer8_xds::pb::envoy::config::metrics::v3::stats_matcher::StatsMatcher as M;
+    let Some(m) = b
+        .stats_config
+        .as_ref()
+        .and_then(|s| s.stats_matcher.as_ref())
+        .and_then(|m| m.stats_matcher.as_ref())
+    else {
+        return Ok(None);
+    };
+    let root = Ctx::new("bootstrap", "stats_config");
+    let ctx = root.at("stats_matcher");
+    let list = |l: &layer8_xds::pb::envoy::r#type::matcher::v3::ListStringMatcher, field: &str| {
+        l.patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                super::route::string_matcher(p, &ctx.at(format!("{field}.patterns[{i}]")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(Some(match m {
+        M::RejectAll(true) => crate::stats::Matcher::RejectAll,
+        M::RejectAll(false) => return Ok(None),
+        M::InclusionList(l) => crate::stats::Matcher::Include(list(l, "inclusion_list")?),
+        M::ExclusionList(l) => crate::stats::Matcher::Exclude(list(l, "exclusion_list")?),
+    }))
+}
+
 /// Compile the bootstrap's static resources into a snapshot. Clusters whose config is unchanged
 /// from `prev` keep their live state (endpoints, pools).
 pub fn build_snapshot(

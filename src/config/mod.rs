@@ -45,41 +45,90 @@ impl ConfigError {
     }
 }
 
-/// Builds errors for one resource, tracking the current field path.
+/// Builds errors for one resource, tracking the current field path. Paths are kept as a chain
+/// of borrowed segments and only joined into a string when an error is made, so walking a
+/// large, valid resource allocates nothing for its paths.
 #[derive(Debug, Clone)]
-pub struct Ctx {
-    resource: String,
-    path: String,
+pub struct Ctx<'a> {
+    resource: std::sync::Arc<str>,
+    parent: Option<&'a Ctx<'a>>,
+    seg: Seg,
 }
 
-impl Ctx {
+/// One field-path segment: `field` or `[i]`-style.
+#[derive(Debug, Clone)]
+pub enum Seg {
+    /// The resource itself.
+    Root,
+    /// A literal field name.
+    Static(&'static str),
+    /// A computed segment (`routes[3]`).
+    Owned(String),
+}
+
+impl From<&'static str> for Seg {
+    fn from(s: &'static str) -> Seg {
+        Seg::Static(s)
+    }
+}
+
+impl From<String> for Seg {
+    fn from(s: String) -> Seg {
+        Seg::Owned(s)
+    }
+}
+
+impl Ctx<'static> {
     /// Context for a resource (`kind 'name'`).
-    pub fn new(kind: &str, name: &str) -> Ctx {
+    pub fn new(kind: &str, name: &str) -> Ctx<'static> {
         Ctx {
-            resource: format!("{kind} '{name}'"),
-            path: String::new(),
+            resource: format!("{kind} '{name}'").into(),
+            parent: None,
+            seg: Seg::Root,
+        }
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// A child path (`field` or `field[i]`).
+    pub fn at(&self, field: impl Into<Seg>) -> Ctx<'_> {
+        Ctx {
+            resource: self.resource.clone(),
+            parent: Some(self),
+            seg: field.into(),
         }
     }
 
-    /// A child path (`field` or `field[i]`).
-    pub fn at(&self, field: impl std::fmt::Display) -> Ctx {
-        let field = field.to_string();
-        let path = if self.path.is_empty() {
-            field
-        } else if field.starts_with('[') {
-            format!("{}{field}", self.path)
-        } else {
-            format!("{}.{field}", self.path)
-        };
-        Ctx {
-            resource: self.resource.clone(),
-            path,
+    /// The field path, joined (`a.b[2].c`).
+    pub fn path(&self) -> String {
+        let mut segs: Vec<&str> = Vec::new();
+        let mut cur = Some(self);
+        while let Some(c) = cur {
+            match &c.seg {
+                Seg::Root => {}
+                Seg::Static(s) => segs.push(s),
+                Seg::Owned(s) => segs.push(s),
+            }
+            cur = c.parent;
         }
+        let mut path = String::new();
+        for s in segs.into_iter().rev() {
+            if !path.is_empty() && !s.starts_with('[') {
+                path.push('.');
+            }
+            path.push_str(s);
+        }
+        path
     }
 
     /// An error at this path.
     pub fn err(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError::new(self.resource.clone(), self.path.clone(), message)
+        ConfigError::new(self.resource.to_string(), self.path(), message)
+    }
+
+    /// The resource this context is for (`kind 'name'`).
+    pub fn resource(&self) -> &str {
+        &self.resource
     }
 }
 
@@ -92,9 +141,9 @@ pub struct Notes {
 
 impl Notes {
     /// Record a skipped element.
-    pub fn skip(&mut self, ctx: &Ctx, what: impl std::fmt::Display) {
+    pub fn skip(&mut self, ctx: &Ctx<'_>, what: impl std::fmt::Display) {
         self.skipped
-            .push(format!("{}: {}: {what}", ctx.resource, ctx.path));
+            .push(format!("{}: {}: {what}", ctx.resource, ctx.path()));
     }
 }
 

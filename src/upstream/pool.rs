@@ -49,7 +49,8 @@ pub enum UpstreamError {
 /// (runtime) that drives it.
 #[derive(Debug)]
 pub struct HostPool {
-    slots: Box<[Slot]>,
+    /// Allocated on first use: most hosts of a large mesh never see a request from this proxy.
+    slots: std::sync::OnceLock<Box<[Slot]>>,
 }
 
 #[derive(Debug)]
@@ -61,20 +62,23 @@ struct Slot {
 impl Default for HostPool {
     fn default() -> Self {
         HostPool {
-            slots: (0..crate::workers::count())
-                .map(|_| Slot {
-                    idle: ArrayQueue::new(MAX_IDLE_H1),
-                    h2: ArcSwapOption::empty(),
-                })
-                .collect(),
+            slots: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl HostPool {
     fn slot(&self) -> &Slot {
-        let i = crate::workers::current() % self.slots.len().max(1);
-        &self.slots[i]
+        let slots = self.slots.get_or_init(|| {
+            (0..crate::workers::count())
+                .map(|_| Slot {
+                    idle: ArrayQueue::new(MAX_IDLE_H1),
+                    h2: ArcSwapOption::empty(),
+                })
+                .collect()
+        });
+        let i = crate::workers::current() % slots.len().max(1);
+        &slots[i]
     }
 }
 

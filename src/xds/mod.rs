@@ -88,6 +88,7 @@ pub fn start(state: &Arc<State>) -> Result<bool, ConfigError> {
         ads: None,
         sds: BTreeMap::new(),
         awaiting_initial: initial.iter().map(|(t, _)| t.clone()).collect(),
+        release_at: None,
     };
     // Names the static resources already need.
     let (rds, eds, secrets) = {
@@ -117,6 +118,16 @@ pub fn start(state: &Arc<State>) -> Result<bool, ConfigError> {
     Ok(true)
 }
 
+/// How long after the last large update config-time memory is given back.
+const RELEASE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+async fn until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Applier {
     state: Arc<State>,
     xds: Arc<Xds>,
@@ -125,6 +136,8 @@ struct Applier {
     sds: BTreeMap<String, ClientHandle>,
     /// Types whose first response is still awaited (server.state is INITIALIZING meanwhile).
     awaiting_initial: BTreeSet<String>,
+    /// When to give config-time memory back (a moment after the last large update).
+    release_at: Option<tokio::time::Instant>,
 }
 
 impl Applier {
@@ -174,17 +187,17 @@ impl Applier {
     async fn run(mut self, mut rx: mpsc::Receiver<(Stream, Event)>) {
         loop {
             let deadline = self.xds.store().next_deadline();
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = until(deadline);
+            let release = until(self.release_at);
             tokio::select! {
                 ev = rx.recv() => match ev {
                     None => return,
                     Some((stream, ev)) => self.event(stream, ev).await,
                 },
+                _ = release => {
+                    self.release_at = None;
+                    crate::server::release_config_memory();
+                }
                 _ = sleep => {
                     let out = apply::expire_warming(&mut self.xds.store(), tokio::time::Instant::now());
                     let _ = self.commit(&out).await;
@@ -224,7 +237,13 @@ impl Applier {
         if is_global {
             stats::counter(format!("{attempt_prefix}update_attempt")).increment(1);
         }
-        let before = self.interest_now();
+        // Only clusters and listeners decide what else to subscribe to.
+        let shapes_interest = matches!(u.type_url.as_str(), types::CLUSTER | types::LISTENER);
+        let before = if shapes_interest {
+            self.interest_now()
+        } else {
+            Vec::new()
+        };
         let mut out = {
             let mut d = self.xds.store();
             match u.type_url.as_str() {
@@ -244,6 +263,8 @@ impl Applier {
             }
         };
         let bind_failures = self.commit(&out).await;
+        // Decoding and translating leaves free heap behind; return it once updates pause.
+        self.release_at = Some(tokio::time::Instant::now() + RELEASE_DELAY);
         out.rejected.extend(bind_failures);
         if out.rejected.is_empty() {
             self.xds
@@ -266,8 +287,12 @@ impl Applier {
             stats::gauge("server.state").set(0.0);
         }
         self.record_gauges();
-        let after = self.interest_now();
-        self.sync_sds_streams();
+        let after = if shapes_interest {
+            self.sync_sds_streams();
+            self.interest_now()
+        } else {
+            Vec::new()
+        };
         Verdict {
             rejected: out.rejected,
             interest: after

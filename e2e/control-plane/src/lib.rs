@@ -312,6 +312,37 @@ impl ControlPlane {
         (t.version, items)
     }
 
+    /// What a Delta client holding `known` lacks: the type version, the resources in scope whose
+    /// version differs, and the known names no longer in scope. Clones only what changed.
+    fn diff(
+        &self,
+        type_url: &str,
+        names: Option<&BTreeSet<String>>,
+        known: &BTreeMap<String, String>,
+    ) -> (u64, Vec<Item>, Vec<String>) {
+        let store = lock(&self.inner.store);
+        let Some(t) = store.types.get(type_url) else {
+            return (0, Vec::new(), known.keys().cloned().collect());
+        };
+        let in_scope = |n: &str| names.is_none_or(|s| s.contains(n));
+        let changed = t
+            .items
+            .iter()
+            .filter(|(n, (v, _))| in_scope(n) && known.get(*n) != Some(v))
+            .map(|(n, (v, a))| Item {
+                name: n.clone(),
+                version: v.clone(),
+                body: a.clone(),
+            })
+            .collect();
+        let removed = known
+            .keys()
+            .filter(|n| !in_scope(n) || !t.items.contains_key(*n))
+            .cloned()
+            .collect();
+        (t.version, changed, removed)
+    }
+
     fn stream_opened(&self) -> u64 {
         self.inner.active_streams.fetch_add(1, Ordering::SeqCst);
         self.inner.next_stream.fetch_add(1, Ordering::SeqCst)

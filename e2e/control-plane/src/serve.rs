@@ -140,7 +140,16 @@ impl ControlPlane {
     pub async fn serve_tcp(&self, addr: SocketAddr) -> std::io::Result<ServerHandle> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let bound = listener.local_addr()?;
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // No Nagle delays, as istiod (Go sets TCP_NODELAY on every connection).
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |s| {
+                if let Ok(s) = &s {
+                    let _ = s.set_nodelay(true);
+                }
+                s
+            },
+        );
         let (tx, rx) = oneshot::channel::<()>();
         let router = self.router();
         let task = tokio::spawn(async move {

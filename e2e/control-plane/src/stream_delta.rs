@@ -90,17 +90,9 @@ async fn send(
     tx: &mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 ) -> bool {
     let scope = (!sub.wildcard).then_some(&sub.names);
-    let (version, items) = cp.select(type_url, scope);
-    let present: BTreeSet<&str> = items.iter().map(|i| i.name.as_str()).collect();
-    let removed: Vec<String> = sub
-        .known
-        .keys()
-        .filter(|n| !present.contains(n.as_str()))
-        .cloned()
-        .collect();
-    let resources: Vec<Resource> = items
+    let (version, changed, removed) = cp.diff(type_url, scope, &sub.known);
+    let resources: Vec<Resource> = changed
         .into_iter()
-        .filter(|i| sub.known.get(&i.name) != Some(&i.version))
         .map(|i| Resource {
             name: i.name,
             version: i.version,

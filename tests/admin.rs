@@ -100,7 +100,10 @@ async fn admin_endpoints() {
     // Envoy's "used": written at least once. A counter never incremented is left out; a gauge
     // that went up and back to 0 stays (as `server.state: 0` must, for pilot-agent).
     assert!(!used.contains("upstream_rq_timeout"), "{used}");
-    assert!(used.contains("cluster.admin_c.upstream_rq_active: 0\n"), "{used}");
+    assert!(
+        used.contains("cluster.admin_c.upstream_rq_active: 0\n"),
+        "{used}"
+    );
     assert!(
         used.contains("cluster.admin_c.upstream_cx_total: 1\n"),
         "{used}"

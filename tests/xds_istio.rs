@@ -300,11 +300,40 @@ async fn serve_dump(dump: &str, delta: bool) {
             .await
             .unwrap_or_else(|e| panic!("{dump}: {t}: {e}\n{}", log()));
     }
+    // istio's secrets come over the separate SotW SDS stream to sds-grpc, by name.
+    let sds_req = cp
+        .wait_for(Duration::from_secs(20), |r| {
+            r.type_url == SECRET && !r.names.is_empty()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{dump}: SDS: {e}"));
+    let mut names = sds_req.names.clone();
+    names.sort();
+    assert_eq!(names, ["ROOTCA", "default"], "{dump}");
+    assert!(
+        !sds_req.delta,
+        "{dump}: SDS is SotW, as istio's agent serves it"
+    );
     cp.wait_for(Duration::from_secs(20), |r| {
         r.type_url == SECRET && r.is_ack()
     })
     .await
-    .unwrap_or_else(|e| panic!("{dump}: SDS: {e}"));
+    .unwrap_or_else(|e| panic!("{dump}: SDS ACK: {e}"));
+    let secrets = ns
+        .curl("http://127.0.0.1:15000/config_dump?resource=dynamic_active_secrets")
+        .1;
+    let secrets: Value = serde_json::from_str(&secrets).expect("config_dump");
+    let mut held: Vec<&str> = secrets["configs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["name"].as_str()).collect())
+        .unwrap_or_default();
+    held.sort();
+    assert_eq!(held, ["ROOTCA", "default"], "{dump}: {secrets}");
+    let text = secrets.to_string();
+    assert!(
+        text.contains("[redacted]") && !text.contains("PRIVATE KEY"),
+        "{dump}: private keys are redacted: {text}"
+    );
     let nack = cp
         .wait_nack(LISTENER, &v1)
         .await

@@ -237,7 +237,11 @@ pub fn server_info(state: &Arc<State>) -> Value {
     let uptime = state.started.elapsed();
     let info = admin_ext::ServerInfo {
         version: format!("layer8/{}/Clean/RELEASE/rustls", env!("CARGO_PKG_VERSION")),
-        state: admin_ext::server_info::State::Live as i32,
+        state: if crate::stats::store().get("server.state") == Some(2) {
+            admin_ext::server_info::State::Initializing as i32
+        } else {
+            admin_ext::server_info::State::Live as i32
+        },
         uptime_current_epoch: Some(layer8_xds::pb::google::protobuf::Duration {
             seconds: uptime.as_secs() as i64,
             nanos: 0,

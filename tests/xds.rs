@@ -237,9 +237,29 @@ async fn sync_ack_nack_remove(transport: Transport, delta: bool) {
     s.cp.wait_ack(CLUSTER, &v5).await.expect("ACK");
     let r = c.get(port, "a.example", "/x").await;
     assert_eq!(r.status, 503);
+    // Its endpoints are no longer wanted: EDS is resubscribed without it.
+    let unsub = |t: &'static str, name: &'static str| {
+        move |r: &layer8_test_control_plane::Request| {
+            r.type_url == t
+                && if delta {
+                    r.unsubscribe == [name]
+                } else {
+                    !r.nonce.is_empty()
+                        && !r.names.iter().any(|n| n == name)
+                        && r.response_version.is_some()
+                }
+        }
+    };
+    s.cp.wait_for(Duration::from_secs(10), unsub(ENDPOINT, "svc-b"))
+        .await
+        .expect("EDS unsubscription");
     let v6 = s.cp.remove(LISTENER, &["http"]);
     s.cp.wait_ack(LISTENER, &v6).await.expect("ACK");
     eventually("the removed listener to close", || refused(port)).await;
+    // No listener references r1 any more: RDS is unsubscribed (SotW: an empty name list).
+    s.cp.wait_for(Duration::from_secs(10), unsub(ROUTE, "r1"))
+        .await
+        .expect("RDS unsubscription");
     let removed = blocking(move || admin_stat(admin, "cluster_manager.cluster_removed")).await;
     assert_eq!(removed, "1");
     let _ = &s.proc;
@@ -476,4 +496,62 @@ async fn google_grpc_target() {
     let r = Clients::new().get(port, "a.example", "/").await;
     assert_eq!((r.status, r.echo().upstream.as_str()), (200, "a"));
     server.stop().await;
+}
+
+/// Warming ends at `initial_fetch_timeout` when nothing arrives: the cluster goes live without
+/// endpoints (503), the listener without its routes (404), as in Envoy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn initial_fetch_timeout_ends_warming() {
+    let port = free_port();
+    let s = Setup::start(
+        Transport::Tcp,
+        false,
+        vec![
+            eds_cluster_with_timeout("svc-a", "3s"),
+            rds_listener_with_timeout("http", port, "r1", "3s"),
+        ],
+    )
+    .await;
+    let v1 = s.cp.version(LISTENER);
+    s.cp.wait_ack(LISTENER, &v1).await.expect("LDS ACK");
+    s.cp.wait_ack(CLUSTER, &v1).await.expect("CDS ACK");
+    let acked = std::time::Instant::now();
+    let admin = s.admin;
+    let warming = blocking(move || {
+        (
+            admin_stat(admin, "listener_manager.total_listeners_warming"),
+            admin_stat(admin, "cluster_manager.warming_clusters"),
+        )
+    })
+    .await;
+    assert!(
+        acked.elapsed() < Duration::from_secs(3),
+        "the check must run before the timeout"
+    );
+    assert_eq!((warming.0.as_str(), warming.1.as_str()), ("1", "1"));
+    assert!(refused(port));
+    // After the timeout: both live without what they waited for.
+    eventually("the listener to go live", || !refused(port)).await;
+    assert!(
+        acked.elapsed() >= Duration::from_millis(2500),
+        "not before the timeout"
+    );
+    let warming = blocking(move || {
+        (
+            admin_stat(admin, "listener_manager.total_listeners_warming"),
+            admin_stat(admin, "cluster_manager.warming_clusters"),
+        )
+    })
+    .await;
+    assert_eq!((warming.0.as_str(), warming.1.as_str()), ("0", "0"));
+    let r = Clients::new().get(port, "a.example", "/").await;
+    assert_eq!(r.status, 404, "no route configuration yet");
+    // Routes arrive late: requests reach the cluster, which has no endpoints.
+    let v2 =
+        s.cp.set([route_config("r1", &[("a.example", "svc-a")])])
+            .expect("set");
+    s.cp.wait_ack(ROUTE, &v2).await.expect("RDS ACK");
+    let r = Clients::new().get(port, "a.example", "/").await;
+    assert_eq!(r.status, 503, "a live cluster without endpoints");
+    assert_eq!(r.text(), "no healthy upstream");
 }

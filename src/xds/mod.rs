@@ -201,6 +201,7 @@ impl Applier {
                 _ = sleep => {
                     let out = apply::expire_warming(&mut self.xds.store(), tokio::time::Instant::now());
                     let _ = self.commit(&out).await;
+                    self.record_gauges();
                 }
             }
         }

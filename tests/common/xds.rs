@@ -55,12 +55,17 @@ pub fn any(v: Value) -> Any {
     resource_from_json(v).unwrap_or_else(|e| panic!("resource: {e}"))
 }
 
-/// An EDS cluster fed over ADS.
+/// An EDS cluster fed over ADS (waiting for its endpoints forever).
 pub fn eds_cluster(name: &str) -> Any {
+    eds_cluster_with_timeout(name, "0s")
+}
+
+/// An EDS cluster with this `initial_fetch_timeout`.
+pub fn eds_cluster_with_timeout(name: &str, timeout: &str) -> Any {
     any(json!({
         "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
         "name": name, "type": "EDS", "connect_timeout": "1s",
-        "eds_cluster_config": {"service_name": name, "eds_config": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}}
+        "eds_cluster_config": {"service_name": name, "eds_config": {"ads": {}, "initial_fetch_timeout": timeout, "resource_api_version": "V3"}}
     }))
 }
 
@@ -79,6 +84,11 @@ pub fn assignment(name: &str, addrs: &[SocketAddr]) -> Any {
 
 /// An HTTP listener on 127.0.0.1:`port` whose routes come over RDS as `route`.
 pub fn rds_listener(name: &str, port: u16, route: &str) -> Any {
+    rds_listener_with_timeout(name, port, route, "0s")
+}
+
+/// The same, with this RDS `initial_fetch_timeout`.
+pub fn rds_listener_with_timeout(name: &str, port: u16, route: &str, timeout: &str) -> Any {
     any(json!({
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
         "name": name,
@@ -88,7 +98,7 @@ pub fn rds_listener(name: &str, port: u16, route: &str) -> Any {
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": name,
-                "rds": {"route_config_name": route, "config_source": {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}},
+                "rds": {"route_config_name": route, "config_source": {"ads": {}, "initial_fetch_timeout": timeout, "resource_api_version": "V3"}},
                 "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
             }
         }]}]

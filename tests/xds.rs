@@ -552,3 +552,45 @@ async fn initial_fetch_timeout_ends_warming() {
     assert_eq!(r.status, 503, "a live cluster without endpoints");
     assert_eq!(r.text(), "no healthy upstream");
 }
+
+/// A listener update that cannot bind is NACKed and the last good version keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listener_update_that_cannot_bind_keeps_the_last_good_one() {
+    let a = echo_upstream("a").await;
+    let port = free_port();
+    let s = Setup::start(
+        Transport::Unix,
+        true,
+        vec![
+            eds_cluster("svc-a"),
+            assignment("svc-a", &[a.addr]),
+            rds_listener("http", port, "r1"),
+            route_config("r1", &[("a.example", "svc-a")]),
+        ],
+    )
+    .await;
+    let v1 = s.cp.version(LISTENER);
+    s.cp.wait_ack(ROUTE, &v1).await.expect("ACK");
+    // Something else holds the port the new version wants.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_port = taken.local_addr().expect("addr").port();
+    let v2 =
+        s.cp.set([rds_listener("http", taken_port, "r1")])
+            .expect("set");
+    let nack = s.cp.wait_nack(LISTENER, &v2).await.expect("NACK");
+    let msg = nack.error.expect("error_detail");
+    assert!(
+        msg.contains("listener 'http'") && msg.contains("cannot bind"),
+        "{msg}"
+    );
+    let r = Clients::new().get(port, "a.example", "/").await;
+    assert_eq!((r.status, r.echo().upstream.as_str()), (200, "a"));
+    let admin = s.admin;
+    let dump = blocking(move || admin_json(admin, "/config_dump?resource=dynamic_listeners")).await;
+    assert_eq!(
+        dump["configs"][0]["active_state"]["version_info"],
+        v1.as_str(),
+        "{dump}"
+    );
+    drop(taken);
+}

@@ -30,6 +30,8 @@ pub struct Outcome {
     pub listeners_changed: bool,
     /// Clusters were added, changed or removed (EDS interest may change).
     pub clusters_changed: bool,
+    /// Active listeners this update replaced: put back if the new version cannot bind.
+    pub replaced_listeners: Vec<(String, Entry<Arc<crate::model::listener::ListenerConfig>>)>,
 }
 
 impl Outcome {
@@ -78,7 +80,15 @@ fn log_skips(notes: &Notes) {
 pub fn clusters(d: &mut Dynamic, u: &Update) -> Outcome {
     let mut out = Outcome::default();
     let now = SystemTime::now();
+    let mut seen = std::collections::HashSet::new();
     for r in &u.resources {
+        if !seen.insert(r.name.as_str()) {
+            out.reject(
+                &r.name,
+                format!("cluster '{}': name: duplicate in one update", r.name),
+            );
+            continue;
+        }
         let Some(pb) = decode::<PbCluster>(r, "cluster", &mut out) else {
             continue;
         };
@@ -193,13 +203,23 @@ pub fn endpoints(d: &mut Dynamic, u: &Update) -> Outcome {
             if eps.is_empty() {
                 stats::counter(format!("cluster.{name}.update_empty")).increment(1);
             }
-            if let Some(active) = d.clusters.get(&name) {
+            // A warming version fed by this assignment goes live with it; otherwise the active
+            // version takes it, if this is its assignment (a warming update may have renamed it).
+            let feeds = |c: &Cluster| c.config.eds_name() == la.cluster_name;
+            if d.warming_clusters
+                .get(&name)
+                .is_some_and(|w| feeds(&w.entry.item))
+            {
+                if let Some(w) = d.warming_clusters.remove(&name) {
+                    w.entry.item.update_endpoints(&eps);
+                    d.clusters.insert(name, w.entry);
+                    stats::counter("cluster_manager.cluster_added").increment(1);
+                    out.publish = true;
+                }
+            } else if let Some(active) = d.clusters.get(&name).filter(|a| feeds(&a.item)) {
                 active.item.update_endpoints(&eps);
-            } else if let Some(w) = d.warming_clusters.remove(&name) {
-                w.entry.item.update_endpoints(&eps);
-                d.clusters.insert(name, w.entry);
-                stats::counter("cluster_manager.cluster_added").increment(1);
-                out.publish = true;
+            } else if let Some(c) = d.static_cluster(&name).filter(|c| feeds(c)) {
+                c.update_endpoints(&eps);
             }
         }
         d.endpoints.insert(
@@ -226,7 +246,15 @@ pub fn endpoints(d: &mut Dynamic, u: &Update) -> Outcome {
 pub fn listeners(d: &mut Dynamic, u: &Update) -> Outcome {
     let mut out = Outcome::default();
     let now = SystemTime::now();
+    let mut seen = std::collections::HashSet::new();
     for r in &u.resources {
+        if !seen.insert(r.name.as_str()) {
+            out.reject(
+                &r.name,
+                format!("listener '{}': name: duplicate in one update", r.name),
+            );
+            continue;
+        }
         let Some(pb) = decode::<PbListener>(r, "listener", &mut out) else {
             continue;
         };
@@ -255,13 +283,21 @@ pub fn listeners(d: &mut Dynamic, u: &Update) -> Outcome {
                 continue;
             }
         }
+        // Already warming as is: keep its deadline (SotW resends every listener on each push).
+        if d.warming_listeners
+            .get(&cfg.name)
+            .is_some_and(|w| w.entry.item.config_hash == cfg.config_hash)
+        {
+            continue;
+        }
         let entry = Entry {
             item: cfg.clone(),
             meta: meta(r, now),
         };
         if d.routes_ready(&cfg) {
             d.warming_listeners.remove(&cfg.name);
-            let stat = if d.listeners.insert(cfg.name.clone(), entry).is_some() {
+            let stat = if let Some(prev) = d.listeners.insert(cfg.name.clone(), entry) {
+                out.replaced_listeners.push((cfg.name.clone(), prev));
                 "listener_manager.listener_modified"
             } else {
                 "listener_manager.listener_added"
@@ -413,7 +449,12 @@ pub fn expire_warming(d: &mut Dynamic, now: Instant) -> Outcome {
         .collect();
     for name in clusters {
         if let Some(w) = d.warming_clusters.remove(&name) {
-            tracing::warn!(cluster = %name, "initial fetch timeout: cluster active without endpoints");
+            match d.endpoints.get(w.entry.item.config.eds_name()) {
+                Some(eps) => w.entry.item.update_endpoints(&eps.item),
+                None => {
+                    tracing::warn!(cluster = %name, "initial fetch timeout: cluster active without endpoints")
+                }
+            }
             stats::counter("cluster_manager.cluster_added").increment(1);
             d.clusters.insert(name, w.entry);
             out.publish = true;

@@ -264,9 +264,15 @@ impl Applier {
             }
         };
         let bind_failures = self.commit(&out).await;
+        if u.type_url == types::LISTENER {
+            out.rejected.extend(bind_failures);
+        } else {
+            for (_, m) in bind_failures {
+                tracing::warn!("listener could not start: {m}");
+            }
+        }
         // Decoding and translating leaves free heap behind; return it once updates pause.
         self.release_at = Some(tokio::time::Instant::now() + RELEASE_DELAY);
-        out.rejected.extend(bind_failures);
         if out.rejected.is_empty() {
             self.xds
                 .store()
@@ -290,6 +296,14 @@ impl Applier {
         self.record_gauges();
         let after = if shapes_interest {
             self.sync_sds_streams();
+            if self.xds.store().prune_unreferenced() {
+                let _ = self
+                    .commit(&Outcome {
+                        publish: true,
+                        ..Default::default()
+                    })
+                    .await;
+            }
             self.interest_now()
         } else {
             Vec::new()
@@ -374,7 +388,15 @@ impl Applier {
         {
             let mut d = self.xds.store();
             for e in failed {
-                d.listeners.remove(&e.name);
+                // Envoy keeps the last good version of a listener whose update cannot bind.
+                match out.replaced_listeners.iter().find(|(n, _)| *n == e.name) {
+                    Some((n, prev)) => {
+                        d.listeners.insert(n.clone(), prev.clone());
+                    }
+                    None => {
+                        d.listeners.remove(&e.name);
+                    }
+                }
                 rejected.push((e.name.clone(), e.to_string()));
             }
         }

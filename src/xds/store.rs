@@ -77,12 +77,20 @@ pub struct Dynamic {
 impl Dynamic {
     /// Start from the static resources of the bootstrap's snapshot.
     pub fn new(base: &Snapshot) -> Dynamic {
-        Dynamic {
+        let mut d = Dynamic {
             static_listeners: base.listeners.clone(),
             static_clusters: base.clusters.clone(),
             static_routes: base.routes.clone(),
             ..Default::default()
-        }
+        };
+        // Static EDS clusters (istio's `local_cluster`) take their endpoints over ADS too.
+        d.reindex_eds();
+        d
+    }
+
+    /// A static (bootstrap) cluster by name.
+    pub fn static_cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.static_clusters.get(name)
     }
 
     /// Whether a cluster of this name is static.
@@ -141,9 +149,10 @@ impl Dynamic {
     /// Rebuild the EDS service name index after clusters changed.
     pub fn reindex_eds(&mut self) {
         let mut idx: HashMap<String, Vec<String>> = HashMap::new();
+        let statics = self.static_clusters.values();
         let active = self.clusters.values().map(|e| &e.item);
         let warming = self.warming_clusters.values().map(|w| &w.entry.item);
-        for c in active.chain(warming) {
+        for c in statics.chain(active).chain(warming) {
             if c.config.discovery == Discovery::Eds {
                 idx.entry(c.config.eds_name().to_string())
                     .or_default()
@@ -187,6 +196,18 @@ impl Dynamic {
             .chain(warming)
             .flat_map(|c| c.config.secrets.iter().cloned())
             .collect()
+    }
+
+    /// Forget endpoint assignments and route configurations nothing references any more (the
+    /// server will not say they were removed: their names were unsubscribed). Whether a route
+    /// table went (the snapshot must be republished).
+    pub fn prune_unreferenced(&mut self) -> bool {
+        let eds = self.eds_interest();
+        self.endpoints.retain(|n, _| eds.contains(n));
+        let rds = self.rds_interest();
+        let before = self.routes.len();
+        self.routes.retain(|n, _| rds.contains(n));
+        self.routes.len() != before
     }
 
     /// The earliest warming deadline.

@@ -44,6 +44,10 @@ pub(super) async fn run(s: &mut Session<'_>) -> Result<(), StreamError> {
             initial_resource_versions: st
                 .versions
                 .iter()
+                .filter(|(k, _)| match &st.interest {
+                    Interest::Names(n) => n.contains(*k),
+                    _ => true,
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             ..Default::default()
@@ -133,8 +137,15 @@ async fn respond(
         };
         match unwrap_resource(body, &type_url, &r.version) {
             Ok(mut res) => {
-                if !r.name.is_empty() {
-                    res.name = r.name;
+                if !r.name.is_empty() && r.name != res.name {
+                    malformed.push((
+                        r.name.clone(),
+                        format!(
+                            "resource '{}' carries a resource named '{}'",
+                            r.name, res.name
+                        ),
+                    ));
+                    continue;
                 }
                 res.version = r.version;
                 resources.push(res);

@@ -60,6 +60,8 @@ fn bootstrap(admin: u16, listeners: &str, clusters: &str) -> String {
 async fn raw_get(addr: SocketAddr, source: Option<SocketAddr>) -> String {
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
     if let Some(s) = source {
+        // The same source may be reused while an earlier connection from it is in TIME_WAIT.
+        sock.set_reuseaddr(true).expect("SO_REUSEADDR");
         sock.bind(s).expect("bind source");
     }
     let mut s = sock.connect(addr).await.expect("connect");

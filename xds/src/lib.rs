@@ -5,6 +5,8 @@
 //! - [`json`]: proto3 JSON / YAML decoding of any of them, with `@type` in `Any`, as Envoy reads a
 //!   bootstrap or a config dump.
 //! - [`registry`]: the descriptor pool behind the JSON mapping and `/config_dump` rendering.
+//! - [`client`]: the xDS client (ADS or SDS, SotW or Delta) that hands updates to its owner and
+//!   ACKs or NACKs them by its verdict.
 
 pub mod json;
 pub mod registry;

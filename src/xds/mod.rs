@@ -351,6 +351,12 @@ impl Applier {
                 by_cluster.entry(c).or_default().insert(r.name);
             }
         }
+        // Streams whose secrets nobody references any more unsubscribe (and stay open, idle).
+        for (cluster, h) in &self.sds {
+            if !by_cluster.contains_key(cluster) {
+                h.set_interest(types::SECRET, Interest::None);
+            }
+        }
         for (cluster, names) in by_cluster {
             if let Some(h) = self.sds.get(&cluster) {
                 h.set_interest(types::SECRET, Interest::Names(names));

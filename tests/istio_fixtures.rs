@@ -31,13 +31,6 @@ use layer8_xds::pb::ext::envoy::admin::v3::ConfigDump;
 use layer8_xds::pb::google::protobuf::Any;
 use serde_json::{json, Value};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/istio"
-    ))
-}
-
 fn read_doc(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let yaml = path.extension().is_some_and(|e| e == "yaml");
@@ -191,7 +184,7 @@ fn rewrite(doc: &mut Value, ports: &Ports) {
 async fn bootstraps_start_and_serve_static_listeners() {
     let agent = fake_agent().await;
     let clients = Clients::new();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(fixtures().join("bootstrap"))
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(istio_fixtures().join("bootstrap"))
         .expect("bootstrap dir")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
@@ -436,7 +429,7 @@ impl Walk {
 }
 
 fn walk_dump(name: &str) -> Walk {
-    let path = fixtures().join("config-dumps").join(name);
+    let path = istio_fixtures().join("config-dumps").join(name);
     // Unknown fields are tolerated: the dumps come from Envoys newer and older than layer8's protos.
     let dump = decode::<ConfigDump>(
         read_doc(&path),

@@ -103,6 +103,17 @@ fn refused(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
 }
 
+/// (warming listeners, warming clusters) from `/stats`.
+async fn warming(admin: u16) -> (String, String) {
+    blocking(move || {
+        (
+            admin_stat(admin, "listener_manager.total_listeners_warming"),
+            admin_stat(admin, "cluster_manager.warming_clusters"),
+        )
+    })
+    .await
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
@@ -299,13 +310,7 @@ async fn warming_order(transport: Transport, delta: bool) {
     s.cp.wait_ack(LISTENER, &v1).await.expect("LDS ACK");
     s.cp.wait_ack(CLUSTER, &v1).await.expect("CDS ACK");
     let admin = s.admin;
-    let (warming_l, warming_c) = blocking(move || {
-        (
-            admin_stat(admin, "listener_manager.total_listeners_warming"),
-            admin_stat(admin, "cluster_manager.warming_clusters"),
-        )
-    })
-    .await;
+    let (warming_l, warming_c) = warming(admin).await;
     assert_eq!((warming_l.as_str(), warming_c.as_str()), ("1", "1"));
     assert!(refused(port), "a warming listener must not accept");
     let dump = blocking(move || admin_json(admin, "/config_dump?resource=dynamic_listeners")).await;
@@ -334,13 +339,7 @@ async fn warming_order(transport: Transport, delta: bool) {
     s.cp.wait_ack(ENDPOINT, &v3).await.expect("EDS ACK");
     let r = c.get(port, "a.example", "/").await;
     assert_eq!((r.status, r.echo().upstream.as_str()), (200, "a"));
-    let (warming_l, warming_c) = blocking(move || {
-        (
-            admin_stat(admin, "listener_manager.total_listeners_warming"),
-            admin_stat(admin, "cluster_manager.warming_clusters"),
-        )
-    })
-    .await;
+    let (warming_l, warming_c) = warming(admin).await;
     assert_eq!((warming_l.as_str(), warming_c.as_str()), ("0", "0"));
 }
 
@@ -517,13 +516,7 @@ async fn initial_fetch_timeout_ends_warming() {
     s.cp.wait_ack(CLUSTER, &v1).await.expect("CDS ACK");
     let acked = std::time::Instant::now();
     let admin = s.admin;
-    let warming = blocking(move || {
-        (
-            admin_stat(admin, "listener_manager.total_listeners_warming"),
-            admin_stat(admin, "cluster_manager.warming_clusters"),
-        )
-    })
-    .await;
+    let warming = warming(admin).await;
     assert!(
         acked.elapsed() < Duration::from_secs(3),
         "the check must run before the timeout"

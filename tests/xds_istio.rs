@@ -17,7 +17,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::netns::Netns;
@@ -35,13 +35,6 @@ use layer8_xds::pb::envoy::extensions::filters::network::http_connection_manager
 };
 use layer8_xds::pb::google::protobuf::Any;
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/istio"
-    ))
-}
 
 /// A second layer8 as the upstreams: one listener per EDS cluster (HTTP/1.1 and h2c, as Istio
 /// clusters may speak either) answering with the cluster's name.
@@ -158,8 +151,8 @@ fn address_for(listener: &str) -> String {
 }
 
 fn bootstrap(dir: &Path, delta: bool) -> String {
-    let text =
-        std::fs::read_to_string(fixtures().join("bootstrap/default.json")).expect("bootstrap");
+    let text = std::fs::read_to_string(istio_fixtures().join("bootstrap/default.json"))
+        .expect("bootstrap");
     let mut v: Value = serde_json::from_str(&text).expect("json");
     for c in v["static_resources"]["clusters"]
         .as_array_mut()
@@ -184,7 +177,7 @@ fn chmod(p: &Path, mode: u32) {
 async fn serve_dump(dump: &str, delta: bool) {
     let dir = temp_dir("istio-xds");
     chmod(&dir, 0o755);
-    let resources = resources_from_config_dump(&fixtures().join("config-dumps").join(dump))
+    let resources = resources_from_config_dump(&istio_fixtures().join("config-dumps").join(dump))
         .unwrap_or_else(|e| panic!("{dump}: {e}"));
     // One upstream port per EDS cluster; its endpoints point there.
     let mut eds: BTreeMap<String, String> = BTreeMap::new();

@@ -493,3 +493,11 @@ pub fn static_cluster(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
 pub fn stat(name: &str) -> u64 {
     layer8::stats::store().get(name).unwrap_or(0)
 }
+
+/// The real Istio data in `shared/fixtures/istio` (bootstraps, config dumps).
+pub fn istio_fixtures() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/istio"
+    ))
+}

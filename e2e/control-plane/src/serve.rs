@@ -150,21 +150,7 @@ impl ControlPlane {
                 s
             },
         );
-        let (tx, rx) = oneshot::channel::<()>();
-        let router = self.router();
-        let task = tokio::spawn(async move {
-            let _ = router
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(ServerHandle {
-            bound: Bound::Tcp(bound),
-            cp: self.clone(),
-            shutdown: Some(tx),
-            task,
-        })
+        Ok(self.spawn(incoming, Bound::Tcp(bound)))
     }
 
     /// Serve on a Unix socket path (an existing socket file is replaced).
@@ -172,6 +158,22 @@ impl ControlPlane {
         let _ = std::fs::remove_file(path);
         let listener = tokio::net::UnixListener::bind(path)?;
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        Ok(self.spawn(incoming, Bound::Unix(path.to_path_buf())))
+    }
+
+    /// Serve `incoming` until [`ServerHandle::stop`].
+    fn spawn<I, IO, IE>(&self, incoming: I, bound: Bound) -> ServerHandle
+    where
+        I: tokio_stream::Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+        IO::ConnectInfo: Clone + Send + Sync + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<()>();
         let router = self.router();
         let task = tokio::spawn(async move {
@@ -181,11 +183,11 @@ impl ControlPlane {
                 })
                 .await;
         });
-        Ok(ServerHandle {
-            bound: Bound::Unix(path.to_path_buf()),
+        ServerHandle {
+            bound,
             cp: self.clone(),
             shutdown: Some(tx),
             task,
-        })
+        }
     }
 }

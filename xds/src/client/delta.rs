@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
-    nack_status, transport, unwrap_resource, Command, Event, Interest, Resource, Service, Session,
-    StreamError, Update,
+    nack_status, transport, unwrap_resource, Interest, Resource, Service, Session, StreamError,
+    Update,
 };
 use crate::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use crate::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
@@ -55,7 +55,7 @@ pub(super) async fn run(s: &mut Session<'_>) -> Result<(), StreamError> {
         out.send(s, req);
     }
     let requests = UnboundedReceiverStream::new(rx);
-    let mut inbound = match s.cfg.service {
+    let inbound = match s.cfg.service {
         Service::Ads => AggregatedDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .delta_aggregated_resources(requests)
@@ -67,21 +67,22 @@ pub(super) async fn run(s: &mut Session<'_>) -> Result<(), StreamError> {
             .await?
             .into_inner(),
     };
-    s.events
-        .send(Event::Connected)
-        .await
-        .map_err(|_| StreamError::OwnerGone)?;
-    loop {
-        tokio::select! {
-            msg = inbound.message() => match msg? {
-                Some(resp) => respond(s, &mut out, resp).await?,
-                None => return Err(StreamError::Closed),
-            },
-            cmd = s.cmds.recv() => match cmd {
-                Some(Command::Interest(t, i)) => change_interest(s, &mut out, &t, i),
-                None => return Err(StreamError::OwnerGone),
-            },
-        }
+    super::drive(s, &mut out, inbound).await
+}
+
+impl super::Wire for Out {
+    type Response = DeltaDiscoveryResponse;
+
+    async fn respond(
+        &mut self,
+        s: &mut Session<'_>,
+        resp: DeltaDiscoveryResponse,
+    ) -> Result<(), StreamError> {
+        respond(s, self, resp).await
+    }
+
+    fn change_interest(&mut self, s: &mut Session<'_>, type_url: &str, interest: Interest) {
+        change_interest(s, self, type_url, interest);
     }
 }
 

@@ -334,6 +334,51 @@ impl Session<'_> {
     }
 }
 
+/// What differs between the SotW and Delta loops: how a response is answered and how a change of
+/// subscription is sent.
+trait Wire {
+    /// The response message of the protocol.
+    type Response;
+
+    /// Apply a response through the owner and send the ACK or NACK.
+    fn respond(
+        &mut self,
+        s: &mut Session<'_>,
+        resp: Self::Response,
+    ) -> impl std::future::Future<Output = Result<(), StreamError>> + Send;
+
+    /// Send what a new interest for `type_url` needs.
+    fn change_interest(&mut self, s: &mut Session<'_>, type_url: &str, interest: Interest);
+}
+
+/// Tell the owner the stream is up, then answer responses and subscription changes until the
+/// stream or the owner ends.
+async fn drive<W: Wire + Send>(
+    s: &mut Session<'_>,
+    wire: &mut W,
+    mut inbound: tonic::Streaming<W::Response>,
+) -> Result<(), StreamError>
+where
+    W::Response: Send + 'static,
+{
+    s.events
+        .send(Event::Connected)
+        .await
+        .map_err(|_| StreamError::OwnerGone)?;
+    loop {
+        tokio::select! {
+            msg = inbound.message() => match msg? {
+                Some(resp) => wire.respond(s, resp).await?,
+                None => return Err(StreamError::Closed),
+            },
+            cmd = s.cmds.recv() => match cmd {
+                Some(Command::Interest(t, i)) => wire.change_interest(s, &t, i),
+                None => return Err(StreamError::OwnerGone),
+            },
+        }
+    }
+}
+
 /// `google.rpc.Status` for a NACK: INVALID_ARGUMENT with every rejection in the message.
 fn nack_status(rejected: &[(String, String)]) -> crate::pb::google::rpc::Status {
     let message = rejected

@@ -11,8 +11,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::types::{CLUSTER, LISTENER};
 use super::{
-    nack_status, transport, unwrap_resource, Command, Event, Interest, Service, Session,
-    StreamError, Update, Verdict,
+    nack_status, transport, unwrap_resource, Interest, Service, Session, StreamError, Update,
+    Verdict,
 };
 use crate::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use crate::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -31,7 +31,7 @@ pub(super) async fn run(s: &mut Session<'_>) -> Result<(), StreamError> {
         send(s, &mut out, &t, None);
     }
     let requests = UnboundedReceiverStream::new(rx);
-    let mut inbound = match s.cfg.service {
+    let inbound = match s.cfg.service {
         Service::Ads => AggregatedDiscoveryServiceClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .stream_aggregated_resources(requests)
@@ -43,21 +43,22 @@ pub(super) async fn run(s: &mut Session<'_>) -> Result<(), StreamError> {
             .await?
             .into_inner(),
     };
-    s.events
-        .send(Event::Connected)
-        .await
-        .map_err(|_| StreamError::OwnerGone)?;
-    loop {
-        tokio::select! {
-            msg = inbound.message() => match msg? {
-                Some(resp) => respond(s, &mut out, resp).await?,
-                None => return Err(StreamError::Closed),
-            },
-            cmd = s.cmds.recv() => match cmd {
-                Some(Command::Interest(t, i)) => change_interest(s, &mut out, &t, i),
-                None => return Err(StreamError::OwnerGone),
-            },
-        }
+    super::drive(s, &mut out, inbound).await
+}
+
+impl super::Wire for Out {
+    type Response = DiscoveryResponse;
+
+    async fn respond(
+        &mut self,
+        s: &mut Session<'_>,
+        resp: DiscoveryResponse,
+    ) -> Result<(), StreamError> {
+        respond(s, self, resp).await
+    }
+
+    fn change_interest(&mut self, s: &mut Session<'_>, type_url: &str, interest: Interest) {
+        change_interest(s, self, type_url, interest);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod listener;
 pub mod model;
+pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod tcp;

@@ -1,0 +1,34 @@
+//! Compiles the runtime API protos (`proto/runtime/v1`, Layotto-compatible) and the etcd v3 client
+//! API (`proto/etcd`) with the pure-Rust `protox` compiler: no system `protoc` is needed.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
+    for dir in ["runtime/v1", "etcd"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+
+    // The runtime API: layer8 serves Runtime and Lifecycle and calls the app's AppCallback.
+    let runtime = protox::compile(
+        [
+            "runtime/v1/runtime.proto",
+            "runtime/v1/appcallback.proto",
+            "runtime/v1/lifecycle.proto",
+        ],
+        [&root],
+    )?;
+    tonic_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .include_file("runtime_api.rs")
+        .compile_fds(runtime)?;
+
+    // etcd's KV, Watch and Lease services, client side only (configuration, lock, sequencer).
+    let etcd = protox::compile(["rpc.proto"], [root.join("etcd")])?;
+    tonic_build::configure()
+        .build_server(false)
+        .include_file("etcd_api.rs")
+        .compile_fds(etcd)?;
+    Ok(())
+}

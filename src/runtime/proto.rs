@@ -1,0 +1,14 @@
+//! Generated code: the Layotto-compatible runtime API (`spec.proto.runtime.v1`) and the etcd v3
+//! client API, compiled from `proto/` by `build.rs`.
+
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+include!(concat!(env!("OUT_DIR"), "/runtime_api.rs"));
+
+/// etcd's v3 API (`etcdserverpb`, `mvccpb`, `authpb`), client side.
+pub mod etcd {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    include!(concat!(env!("OUT_DIR"), "/etcd_api.rs"));
+}
+
+pub use spec::proto::runtime::v1 as rt;

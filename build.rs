@@ -30,5 +30,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .include_file("etcd_api.rs")
         .compile_fds(etcd)?;
+    // When this build happened, for the actuator's `/actuator/info` (`compiled`).
+    let compiled = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .unwrap_or_default();
+    println!("cargo:rustc-env=LAYER8_COMPILED={}", compiled.trim());
     Ok(())
 }

@@ -77,6 +77,8 @@ pub struct State {
     pub log_reload: Option<LogReload>,
     /// Dynamic configuration, when the bootstrap has `dynamic_resources`.
     pub xds: std::sync::OnceLock<Arc<crate::xds::Xds>>,
+    /// Application runtimes of the static runtime listeners.
+    pub runtimes: std::sync::OnceLock<crate::runtime::Runtimes>,
 }
 
 impl std::fmt::Debug for State {
@@ -128,6 +130,9 @@ pub enum StartError {
     /// A listener could not bind.
     #[error(transparent)]
     Bind(#[from] crate::listener::manager::BindError),
+    /// A runtime component could not be built or connected.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::components::registry::BuildError),
     /// The admin listener could not bind.
     #[error("admin: cannot bind {0}: {1}")]
     Admin(SocketAddr, std::io::Error),
@@ -210,11 +215,14 @@ pub async fn start(
         notes,
         log_reload,
         xds: std::sync::OnceLock::new(),
+        runtimes: std::sync::OnceLock::new(),
     });
     let snap = state.snapshots.publish(snapshot);
     release_config_memory();
     stats::gauge("cluster_manager.active_clusters").set(snap.clusters.len() as f64);
     stats::gauge("listener_manager.total_listeners_active").set(snap.listeners.len() as f64);
+    let runtimes = crate::runtime::start_all(&snap, &state).await?;
+    let _ = state.runtimes.set(runtimes);
     let admin = match admin_addr {
         Some(addr) => Some(
             crate::admin::start(addr, state.clone())
@@ -315,6 +323,11 @@ pub async fn wait_for_shutdown(state: &Arc<State>) {
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
     }
     stats::gauge("server.state").set(1.0);
+    if let Some(runtimes) = state.runtimes.get() {
+        for rt in runtimes.values() {
+            rt.stop().await;
+        }
+    }
     let mut mgr = state.listeners.lock().await;
     mgr.stop_accepting();
     mgr.drain_all();

@@ -86,6 +86,10 @@ pub enum NetworkFilterKind {
     Hcm,
     /// `tcp_proxy`.
     TcpProxy,
+    /// `layer8.runtime`: the application runtime's gRPC API.
+    Runtime,
+    /// `layer8.actuator`: the runtime's health endpoints.
+    Actuator,
     /// Observational (metadata exchange, stats): skipped visibly.
     Observational,
     /// Enforces security (network RBAC, ext_authz): rejected until implemented.
@@ -107,6 +111,8 @@ pub fn network_filter_kind(name: &str, type_url: &str) -> NetworkFilterKind {
         "envoy.extensions.filters.network.rbac.v3.RBAC"
         | "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz"
         | "io.istio.network.authn.Config" => return NetworkFilterKind::Security,
+        crate::runtime::config::RUNTIME_TYPE => return NetworkFilterKind::Runtime,
+        crate::runtime::config::ACTUATOR_TYPE => return NetworkFilterKind::Actuator,
         "envoy.tcp.metadataexchange.config.MetadataExchange" | "stats.PluginConfig" => {
             return NetworkFilterKind::Observational
         }
@@ -118,6 +124,8 @@ pub fn network_filter_kind(name: &str, type_url: &str) -> NetworkFilterKind {
             NetworkFilterKind::Hcm
         }
         "envoy.filters.network.tcp_proxy" | "envoy.tcp_proxy" => NetworkFilterKind::TcpProxy,
+        crate::runtime::config::FILTER_NAME => NetworkFilterKind::Runtime,
+        crate::runtime::config::ACTUATOR_FILTER_NAME => NetworkFilterKind::Actuator,
         "envoy.filters.network.rbac"
         | "envoy.filters.network.ext_authz"
         | "istio_authn"

@@ -281,6 +281,13 @@ fn filter_chain(
                     &fctx.at("typed_config"),
                 )?)));
             }
+            NetworkFilterKind::Runtime => {
+                terminal = Some(NetworkFilter::Runtime(Arc::new(runtime_filter(
+                    any,
+                    &fctx.at("typed_config"),
+                )?)));
+            }
+            NetworkFilterKind::Actuator => terminal = Some(NetworkFilter::Actuator),
             NetworkFilterKind::Observational => {
                 notes.skip(
                     &fctx,
@@ -300,14 +307,39 @@ fn filter_chain(
         }
     }
     let terminal = terminal.ok_or_else(|| {
-        ctx.at("filters")
-            .err("a terminal filter (http_connection_manager or tcp_proxy) is required")
+        ctx.at("filters").err(
+            "a terminal filter (http_connection_manager, tcp_proxy or layer8.runtime) is required",
+        )
     })?;
     Ok(FilterChain {
         name: fc.name.clone(),
         matcher,
         terminal,
         tls,
+    })
+}
+
+/// The `layer8.runtime` filter: a `TypedStruct` whose `value` is Layotto's `grpc_config` (or
+/// Layotto's whole grpc filter config `{server_name, grpc_config}`).
+fn runtime_filter(
+    any: Option<&layer8_xds::pb::google::protobuf::Any>,
+    ctx: &Ctx,
+) -> Result<RuntimeFilter, ConfigError> {
+    use layer8_xds::pb::ext::udpa::r#type::v1::TypedStruct;
+    use prost::Message;
+    let any = any.ok_or_else(|| ctx.err("required (a TypedStruct with the runtime config)"))?;
+    let ts = TypedStruct::decode(any.value.as_slice())
+        .map_err(|e| ctx.err(format!("not a TypedStruct: {e}")))?;
+    let json = ts
+        .value
+        .as_ref()
+        .map(crate::runtime::config::struct_to_json)
+        .unwrap_or_else(|| serde_json::json!({}));
+    let config = crate::runtime::config::RuntimeConfig::from_json(&json)
+        .map_err(|e| ctx.at("value").err(e.to_string()))?;
+    Ok(RuntimeFilter {
+        id: crate::runtime::config_id(&json),
+        config: Arc::new(config),
     })
 }
 

@@ -104,6 +104,8 @@ pub async fn serve_tcp(
     match &chain.terminal {
         NetworkFilter::TcpProxy(t) => crate::tcp::proxy(stream, t.clone(), info, state).await,
         NetworkFilter::Http(h) => crate::http::serve(stream, h.clone(), info, state, drain).await,
+        NetworkFilter::Runtime(r) => crate::runtime::serve(stream, r.clone(), state, drain).await,
+        NetworkFilter::Actuator => crate::runtime::actuator::serve(stream, state).await,
     }
 }
 
@@ -129,5 +131,7 @@ pub async fn serve_unix(
     match &chain.terminal {
         NetworkFilter::TcpProxy(t) => crate::tcp::proxy(stream, t.clone(), info, state).await,
         NetworkFilter::Http(h) => crate::http::serve(stream, h.clone(), info, state, drain).await,
+        NetworkFilter::Runtime(r) => crate::runtime::serve(stream, r.clone(), state, drain).await,
+        NetworkFilter::Actuator => crate::runtime::actuator::serve(stream, state).await,
     }
 }

@@ -155,6 +155,19 @@ pub enum NetworkFilter {
     TcpProxy(Arc<TcpProxyConfig>),
     /// `envoy.filters.network.http_connection_manager`.
     Http(Arc<HcmConfig>),
+    /// `layer8.runtime`: the application runtime's gRPC API.
+    Runtime(Arc<RuntimeFilter>),
+    /// `layer8.actuator`: the runtime's health and info endpoints.
+    Actuator,
+}
+
+/// A compiled `layer8.runtime` filter: which runtime serves the listener's connections.
+#[derive(Debug)]
+pub struct RuntimeFilter {
+    /// Identity of the runtime config (listeners with equal configs share one runtime).
+    pub id: u64,
+    /// The parsed runtime config.
+    pub config: Arc<crate::runtime::config::RuntimeConfig>,
 }
 
 /// A compiled `TcpProxy`.

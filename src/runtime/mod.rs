@@ -1,2 +1,177 @@
-//! The application runtime: Layotto's gRPC API served on an internal listener.
+//! The application runtime: Layotto's gRPC API (`spec.proto.runtime.v1`) served by the
+//! `layer8.runtime` network filter of a proxy listener, and the actuator (health, info) served by
+//! the `layer8.actuator` filter. Config ([`config`]) -> components built and connected at startup
+//! ([`components::registry`]) -> one gRPC service per runtime ([`api`]) -> every connection on a
+//! runtime listener is an HTTP/2 connection into it ([`serve`]).
+
+pub mod actuator;
+pub mod api;
+pub mod components;
+pub mod config;
+pub mod keys;
 pub mod proto;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+
+use self::api::{RuntimeApi, Shared};
+use self::components::registry::{BuildError, Components};
+use self::components::{Health, Subscription};
+use self::config::RuntimeConfig;
+use self::proto::rt::{lifecycle_server::LifecycleServer, runtime_server::RuntimeServer};
+use crate::model::listener::{NetworkFilter, RuntimeFilter};
+use crate::model::Snapshot;
+use crate::server::State;
+
+/// Running runtimes by [`RuntimeFilter::id`]. Listeners whose runtime config is identical share
+/// one runtime (a TCP and a Unix-socket listener for the same app, say).
+pub type Runtimes = HashMap<u64, Arc<Runtime>>;
+
+/// The identity of a runtime config: a hash of its JSON (object keys sorted).
+pub fn config_id(json: &serde_json::Value) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.to_string().hash(&mut h);
+    h.finish()
+}
+
+/// One running runtime: its components, its gRPC services and its app subscriptions.
+pub struct Runtime {
+    /// The config it was built from.
+    pub config: Arc<RuntimeConfig>,
+    /// The components.
+    pub components: Arc<Components>,
+    routes: tonic::service::Routes,
+    subscriptions: Arc<tokio::sync::Mutex<Vec<Subscription>>>,
+    stopped: AtomicBool,
+}
+
+impl Runtime {
+    /// Build and connect every component, then subscribe the app (in the background: the app
+    /// may start after its sidecar).
+    pub async fn start(
+        config: Arc<RuntimeConfig>,
+        state: Weak<State>,
+    ) -> Result<Arc<Runtime>, BuildError> {
+        let components = Arc::new(Components::build(&config).await?);
+        let shared = Arc::new(Shared {
+            components: components.clone(),
+            rpc: config.rpcs.clone(),
+            state,
+            http: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http(),
+            segments: Default::default(),
+        });
+        let api = RuntimeApi(shared);
+        let routes = tonic::service::Routes::new(RuntimeServer::new(api.clone()))
+            .add_service(LifecycleServer::new(api));
+        let subscriptions = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+        tokio::spawn(api::callback::subscribe_app(
+            components.clone(),
+            subscriptions.clone(),
+        ));
+        Ok(Arc::new(Runtime {
+            config,
+            components,
+            routes,
+            subscriptions,
+            stopped: AtomicBool::new(false),
+        }))
+    }
+
+    /// Readiness of each component (`<api>.<name>`), plus `runtime_startup`.
+    pub async fn health(&self) -> Vec<(String, Health)> {
+        let mut out = vec![(
+            "runtime_startup".to_string(),
+            if self.stopped.load(Ordering::SeqCst) {
+                Health::Down("shutdown".into())
+            } else {
+                Health::Up
+            },
+        )];
+        out.extend(self.components.health().await);
+        out
+    }
+
+    /// Stop delivering messages (shutdown).
+    pub async fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.subscriptions.lock().await.clear();
+    }
+}
+
+/// Start one runtime per distinct runtime config in `snap`'s listeners. A component that cannot
+/// be built stops the process (Layotto #275: never a half-started runtime).
+pub async fn start_all(snap: &Snapshot, state: &Arc<State>) -> Result<Runtimes, BuildError> {
+    let mut out = Runtimes::new();
+    for l in &snap.listeners {
+        for chain in l.filter_chains.iter().chain(l.default_chain.iter()) {
+            if let NetworkFilter::Runtime(f) = &chain.terminal {
+                if out.contains_key(&f.id) {
+                    continue;
+                }
+                let rt = Runtime::start(f.config.clone(), Arc::downgrade(state)).await?;
+                tracing::info!(listener = %l.name, "runtime API ready");
+                out.insert(f.id, rt);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Serve the runtime's gRPC API on one accepted connection (HTTP/2), until it closes or drains.
+pub async fn serve<S>(
+    stream: S,
+    filter: Arc<RuntimeFilter>,
+    state: Arc<State>,
+    mut drain: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let Some(rt) = state
+        .runtimes
+        .get()
+        .and_then(|m| m.get(&filter.id))
+        .cloned()
+    else {
+        tracing::warn!("runtime listener without a running runtime (runtime listeners must be static); closing");
+        return;
+    };
+    crate::stats::counter("runtime.downstream_cx_total").increment(1);
+    let routes = rt.routes.clone();
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let mut routes = routes.clone();
+        async move {
+            tonic::codegen::Service::call(&mut routes, req.map(tonic::body::boxed))
+                .await
+                .map_err(std::io::Error::other)
+        }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(1024)
+        .keep_alive_interval(Some(std::time::Duration::from_secs(60)));
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "runtime connection ended with an error");
+            }
+            return;
+        }
+        _ = async {
+            loop {
+                if *drain.borrow_and_update() { break; }
+                if drain.changed().await.is_err() { std::future::pending::<()>().await; }
+            }
+        } => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}

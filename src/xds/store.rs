@@ -236,6 +236,8 @@ pub fn rds_names(
                 RouteSource::Rds(n) => Some((n.as_str(), h.rds_fetch_timeout)),
                 RouteSource::Static(_) => None,
             },
-            NetworkFilter::TcpProxy(_) => None,
+            NetworkFilter::TcpProxy(_) | NetworkFilter::Runtime(_) | NetworkFilter::Actuator => {
+                None
+            }
         })
 }

@@ -1,0 +1,74 @@
+//! `in-memory` lock store: owner and expiry per resource.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tonic::async_trait;
+
+use super::{Health, LockStatus, LockStore, Result};
+
+/// An in-process lock table. Expired entries count as free.
+#[derive(Debug, Default)]
+pub struct MemoryLock {
+    locks: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl MemoryLock {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn held<'a>(
+        locks: &'a HashMap<String, (String, Instant)>,
+        key: &str,
+    ) -> Option<&'a (String, Instant)> {
+        locks.get(key).filter(|(_, until)| *until > Instant::now())
+    }
+}
+
+#[async_trait]
+impl LockStore for MemoryLock {
+    async fn try_lock(&self, key: &str, owner: &str, expire_secs: u32) -> Result<bool> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if Self::held(&locks, key).is_some() {
+            return Ok(false);
+        }
+        let until = Instant::now() + Duration::from_secs(u64::from(expire_secs));
+        locks.insert(key.to_string(), (owner.to_string(), until));
+        Ok(true)
+    }
+
+    async fn unlock(&self, key: &str, owner: &str) -> Result<LockStatus> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        match Self::held(&locks, key) {
+            None => {
+                locks.remove(key);
+                Ok(LockStatus::LockUnexist)
+            }
+            Some((o, _)) if o != owner => Ok(LockStatus::LockBelongToOthers),
+            Some(_) => {
+                locks.remove(key);
+                Ok(LockStatus::Success)
+            }
+        }
+    }
+
+    async fn keep_alive(&self, key: &str, owner: &str, expire_secs: u32) -> Result<LockStatus> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        match Self::held(&locks, key) {
+            None => Ok(LockStatus::LockUnexist),
+            Some((o, _)) if o != owner => Ok(LockStatus::LockBelongToOthers),
+            Some(_) => {
+                let until = Instant::now() + Duration::from_secs(u64::from(expire_secs));
+                locks.insert(key.to_string(), (owner.to_string(), until));
+                Ok(LockStatus::Success)
+            }
+        }
+    }
+
+    async fn health(&self) -> Health {
+        Health::Up
+    }
+}

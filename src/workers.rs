@@ -14,6 +14,7 @@ static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
 
 thread_local! {
     static WORKER_ID: Cell<usize> = const { Cell::new(0) };
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Start `n` worker threads and register them. Call once, before any config is loaded.
@@ -28,6 +29,7 @@ pub fn start(n: usize) -> std::io::Result<()> {
             .name(format!("layer8-worker-{id}"))
             .spawn(move || {
                 WORKER_ID.with(|w| w.set(id));
+                ON_WORKER.with(|w| w.set(true));
                 rt.block_on(std::future::pending::<()>());
             })?;
     }
@@ -48,4 +50,20 @@ pub fn count() -> usize {
 /// This thread's worker index (0 outside workers).
 pub fn current() -> usize {
     WORKER_ID.with(|w| w.get())
+}
+
+/// A per-thread slot index for state that must live on the runtime using it: the worker index
+/// on a worker thread, [`count`] on any other thread (the main runtime, in-process tests).
+/// Size tables of such state with [`slots`].
+pub fn slot() -> usize {
+    if ON_WORKER.with(|w| w.get()) {
+        current()
+    } else {
+        count()
+    }
+}
+
+/// Number of [`slot`] values: one per worker plus one for every other thread.
+pub fn slots() -> usize {
+    count() + 1
 }

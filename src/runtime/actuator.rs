@@ -42,11 +42,12 @@ pub async fn report(state: &State, readiness: bool) -> (bool, Value) {
     let mut up = true;
     if let Some(runtimes) = state.runtimes.get() {
         for rt in runtimes.values() {
-            let all = rt.health().await;
+            let all = if readiness {
+                rt.health().await
+            } else {
+                vec![rt.liveness()]
+            };
             for (name, h) in all {
-                if !readiness && name != "runtime_startup" {
-                    continue;
-                }
                 let (s, reason) = status_of(&h);
                 up &= h == Health::Up;
                 components.insert(name, json!({"status": s, "details": {"reason": reason}}));

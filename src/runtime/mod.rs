@@ -13,7 +13,6 @@ pub mod proto;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -48,7 +47,7 @@ pub struct Runtime {
     pub components: Arc<Components>,
     routes: tonic::service::Routes,
     subscriptions: Arc<tokio::sync::Mutex<Vec<Subscription>>>,
-    stopped: AtomicBool,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Runtime {
@@ -70,38 +69,51 @@ impl Runtime {
         let routes = tonic::service::Routes::new(RuntimeServer::new(api.clone()))
             .add_service(LifecycleServer::new(api));
         let subscriptions = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+        let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(api::callback::subscribe_app(
             components.clone(),
             subscriptions.clone(),
+            stop.clone(),
         ));
         Ok(Arc::new(Runtime {
             config,
             components,
             routes,
             subscriptions,
-            stopped: AtomicBool::new(false),
+            stop,
         }))
     }
 
-    /// Readiness of each component (`<api>.<name>`), plus `runtime_startup`.
+    /// Liveness: the runtime itself (`runtime_startup`), never its stores.
+    pub fn liveness(&self) -> (String, Health) {
+        let h = if self.stop.is_cancelled() {
+            Health::Down("shutdown".into())
+        } else {
+            Health::Up
+        };
+        ("runtime_startup".to_string(), h)
+    }
+
+    /// Readiness: [`Runtime::liveness`] plus each component (`<api>.<name>`).
     pub async fn health(&self) -> Vec<(String, Health)> {
-        let mut out = vec![(
-            "runtime_startup".to_string(),
-            if self.stopped.load(Ordering::SeqCst) {
-                Health::Down("shutdown".into())
-            } else {
-                Health::Up
-            },
-        )];
+        let mut out = vec![self.liveness()];
         out.extend(self.components.health().await);
         out
     }
 
     /// Stop delivering messages (shutdown).
     pub async fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
+        self.stop.cancel();
         self.subscriptions.lock().await.clear();
     }
+}
+
+/// Whether a listener serves the runtime API (on any chain).
+pub fn has_runtime_filter(l: &crate::model::listener::ListenerConfig) -> bool {
+    l.filter_chains
+        .iter()
+        .chain(l.default_chain.iter())
+        .any(|c| matches!(c.terminal, NetworkFilter::Runtime(_)))
 }
 
 /// Start one runtime per distinct runtime config in `snap`'s listeners. A component that cannot

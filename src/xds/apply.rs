@@ -276,6 +276,18 @@ pub fn listeners(d: &mut Dynamic, u: &Update) -> Outcome {
                 continue;
             }
         };
+        if crate::runtime::has_runtime_filter(&cfg) {
+            // A runtime's components connect to their stores at startup; one cannot appear
+            // from the control plane.
+            out.reject(
+                &r.name,
+                format!(
+                    "listener '{}': filters: layer8.runtime is only served on static listeners",
+                    pb.name
+                ),
+            );
+            continue;
+        }
         log_skips(&notes);
         if let Some(active) = d.listeners.get(&cfg.name) {
             if active.item.config_hash == cfg.config_hash {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{async_trait, Code};
 
@@ -45,11 +46,16 @@ impl Subscriber for AppSubscriber {
     }
 }
 
-/// Dial the app and subscribe what it asks for, retrying until the app answers. The returned
+/// How long one AppCallback call may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Dial the app and subscribe what it asks for, retrying until the app answers (and each
+/// subscription until its broker accepts it). Stops when `stop` is cancelled. The
 /// subscriptions live as long as the runtime.
 pub async fn subscribe_app(
     components: Arc<Components>,
     subscriptions: Arc<tokio::sync::Mutex<Vec<Subscription>>>,
+    stop: CancellationToken,
 ) {
     let app = &components.app;
     if app.callback_port == 0 || components.pubsubs.is_empty() {
@@ -62,17 +68,21 @@ pub async fn subscribe_app(
     };
     let channel = endpoint
         .connect_timeout(Duration::from_secs(2))
+        .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true)
         .connect_lazy();
     let client = AppCallbackClient::new(channel);
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     let subs = loop {
         match client.clone().list_topic_subscriptions(()).await {
             Ok(r) => break r.into_inner().subscriptions,
+            // An app without ListTopicSubscriptions subscribes to nothing.
+            Err(s) if s.code() == Code::Unimplemented => return,
             Err(e) => {
                 tracing::info!(%uri, error = %e, "app callback not ready; retrying ListTopicSubscriptions");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if !backoff.wait(&stop).await {
+                    return;
+                }
             }
         }
     };
@@ -81,18 +91,50 @@ pub async fn subscribe_app(
             tracing::warn!(pubsub = %s.pubsub_name, topic = %s.topic, "app subscribes to an unknown pubsub; ignored");
             continue;
         };
-        let sub = Arc::new(AppSubscriber {
-            pubsub: s.pubsub_name.clone(),
-            client: client.clone(),
-        });
-        match ps.inner.subscribe(&s.topic, &s.metadata, sub).await {
-            Ok(h) => {
-                tracing::info!(pubsub = %s.pubsub_name, topic = %s.topic, "app subscribed");
-                subscriptions.lock().await.push(h);
+        let mut backoff = Backoff::default();
+        loop {
+            let sub = Arc::new(AppSubscriber {
+                pubsub: s.pubsub_name.clone(),
+                client: client.clone(),
+            });
+            match ps.inner.subscribe(&s.topic, &s.metadata, sub).await {
+                Ok(h) => {
+                    tracing::info!(pubsub = %s.pubsub_name, topic = %s.topic, "app subscribed");
+                    let mut held = subscriptions.lock().await;
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    held.push(h);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(pubsub = %s.pubsub_name, topic = %s.topic, error = %e, "subscription failed; retrying");
+                    if !backoff.wait(&stop).await {
+                        return;
+                    }
+                }
             }
-            Err(e) => {
-                tracing::error!(pubsub = %s.pubsub_name, topic = %s.topic, error = %e, "subscription failed")
-            }
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_millis(100))
+    }
+}
+
+impl Backoff {
+    /// Sleep the current delay and double it; false if `stop` fired first.
+    async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = stop.cancelled() => false,
         }
     }
 }

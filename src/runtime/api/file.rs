@@ -58,6 +58,9 @@ pub async fn put(s: &Shared, mut input: Streaming<rt::PutFileRequest>) -> Result
         .create(&first.name)
         .await
         .map_err(|e| component(e, &what))?;
+    // Removes the partial file however this ends (an error, or the client going away, which
+    // drops this future) unless the upload is committed.
+    let mut part = PartFile(Some(tmp.clone()));
     let result = async {
         f.write_all(&first.data).await?;
         while let Some(m) = input.message().await.map_err(std::io::Error::other)? {
@@ -68,12 +71,24 @@ pub async fn put(s: &Shared, mut input: Streaming<rt::PutFileRequest>) -> Result
     }
     .await;
     if let Err(e) = result {
-        let _ = tokio::fs::remove_file(&tmp).await;
         return Err(Status::internal(format!("{what}: {e}")));
     }
     fs.commit(&tmp, &path)
         .await
-        .map_err(|e| component(e, &what))
+        .map_err(|e| component(e, &what))?;
+    part.0 = None;
+    Ok(())
+}
+
+/// A partial upload, deleted on drop unless taken.
+struct PartFile(Option<std::path::PathBuf>);
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// `ListFile`: `request.name` is the directory.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use tonic::metadata::{KeyAndValueRef, MetadataMap};
 use tonic::Status;
@@ -30,6 +30,21 @@ const SKIP: &[&str] = &[
     "grpc-timeout",
     "accept-encoding",
 ];
+
+/// Response headers that belong to the HTTP hop (Content-Length among them: Layotto #285).
+const RESPONSE_SKIP: &[&str] = &[
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// The largest response body InvokeService accepts (64 MiB).
+pub const MAX_RESPONSE_BODY: usize = 64 << 20;
 
 /// `InvokeService`.
 pub async fn invoke(
@@ -121,20 +136,28 @@ pub async fn invoke(
     let req = req
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| Status::invalid_argument(format!("invalid request: {e}")))?;
-    let resp = tokio::time::timeout(timeout, s.http.request(req))
-        .await
-        .map_err(|_| {
-            Status::deadline_exceeded(format!("invoke {} timed out after {timeout:?}", r.id))
-        })?
-        .map_err(|e| Status::unavailable(format!("invoke {}: {e}", r.id)))?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| Status::unavailable(format!("invoke {}: {e}", r.id)))?
-        .to_bytes();
+    // One deadline for the whole exchange, the response body included.
+    let exchange = async {
+        let resp = s
+            .http
+            .request(req)
+            .await
+            .map_err(|e| Status::unavailable(format!("invoke {}: {e}", r.id)))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE_BODY)
+            .collect()
+            .await
+            .map_err(|e| Status::unavailable(format!("invoke {}: {e}", r.id)))?
+            .to_bytes();
+        Ok::<_, Status>((status, headers, body))
+    };
+    let (status, headers, body) =
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!("invoke {} timed out after {timeout:?}", r.id))
+            })??;
     if status != http::StatusCode::OK {
         return Err(Status::unavailable(format!(
             "http response code {}, body: {}",
@@ -144,14 +167,12 @@ pub async fn invoke(
     }
     let mut out = MetadataMap::new();
     for (k, v) in &headers {
-        if k == http::header::CONTENT_LENGTH
-            || k == http::header::CONNECTION
-            || k == http::header::TRANSFER_ENCODING
-        {
+        let name = k.as_str();
+        if RESPONSE_SKIP.contains(&name) || name.starts_with("grpc-") {
             continue;
         }
         if let (Ok(k), Ok(v)) = (
-            tonic::metadata::AsciiMetadataKey::from_bytes(k.as_str().as_bytes()),
+            tonic::metadata::AsciiMetadataKey::from_bytes(name.as_bytes()),
             tonic::metadata::AsciiMetadataValue::try_from(v.as_bytes()),
         ) {
             out.append(k, v);

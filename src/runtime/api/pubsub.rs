@@ -1,9 +1,10 @@
 //! Pub/sub API: PublishEvent (wrapped in a CloudEvents 1.0 envelope) and the streaming
 //! SubscribeTopicEvents, which needs no app server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -11,11 +12,12 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tonic::{async_trait, Status, Streaming};
 
 use super::status::{component, store};
 use super::Shared;
-use crate::runtime::components::{Delivery, Metadata, Outcome, Subscriber};
+use crate::runtime::components::{Delivery, Metadata, Outcome, PubSub, Subscriber};
 use crate::runtime::proto::rt;
 
 /// CloudEvents `type` of events the runtime publishes (Layotto's).
@@ -139,38 +141,80 @@ pub async fn publish(s: &Shared, r: rt::PublishEventRequest) -> Result<(), Statu
         .map_err(|e| component(e, &what))
 }
 
+/// How long a SubscribeTopicEvents client may take to answer one event before it is redelivered.
+pub const STREAM_ACK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waiters for the client's verdicts, by event id (ids can repeat: a redelivered or
+/// republished event keeps its id, so each id holds a queue).
+type Pending = Arc<Mutex<HashMap<String, VecDeque<oneshot::Sender<i32>>>>>;
+
 /// Sends each message down a SubscribeTopicEvents stream and waits for the client's verdict.
 struct StreamSubscriber {
     pubsub: String,
     out: mpsc::Sender<Result<rt::SubscribeTopicEventsResponse, Status>>,
-    pending: Arc<Mutex<HashMap<String, oneshot::Sender<i32>>>>,
+    pending: Pending,
+    /// Cancelled when the client's side of the stream ends.
+    gone: CancellationToken,
+    /// Where DROPped events go, if the client asked for a dead-letter topic.
+    dead_letter: Option<(Arc<dyn PubSub>, String)>,
 }
 
 #[async_trait]
 impl Subscriber for StreamSubscriber {
     async fn deliver(&self, msg: Delivery) -> Outcome {
         use rt::subscribe_topic_events_response::SubscribeTopicEventsResponseType as R;
+        use rt::topic_event_response::TopicEventResponseStatus as S;
+        if self.gone.is_cancelled() {
+            return Outcome::Retry;
+        }
         let mut ev = to_event(&self.pubsub, &msg);
         if ev.id.is_empty() {
             ev.id = uuid::Uuid::new_v4().to_string();
         }
         let (tx, rx) = oneshot::channel();
+        let id = ev.id.clone();
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(ev.id.clone(), tx);
-        let id = ev.id.clone();
+            .entry(id.clone())
+            .or_default()
+            .push_back(tx);
         let resp = rt::SubscribeTopicEventsResponse {
             subscribe_topic_events_response_type: Some(R::EventMessage(ev)),
         };
-        if self.out.send(Ok(resp)).await.is_err() {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            return Outcome::Retry;
+        let verdict = tokio::select! {
+            sent = self.out.send(Ok(resp)) => match sent {
+                Ok(()) => tokio::select! {
+                    v = rx => v.ok(),
+                    _ = self.gone.cancelled() => None,
+                    _ = tokio::time::sleep(STREAM_ACK_TIMEOUT) => None,
+                },
+                Err(_) => None,
+            },
+            _ = self.gone.cancelled() => None,
+        };
+        if verdict.is_none() {
+            // No answer: forget this waiter (the queue entry of a closed oneshot).
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(q) = pending.get_mut(&id) {
+                q.retain(|w| !w.is_closed());
+                if q.is_empty() {
+                    pending.remove(&id);
+                }
+            }
         }
-        outcome(rx.await.ok())
+        if verdict == Some(S::Drop as i32) {
+            if let Some((ps, topic)) = &self.dead_letter {
+                if ps
+                    .publish(topic, msg.data.clone(), &msg.metadata)
+                    .await
+                    .is_err()
+                {
+                    return Outcome::Retry;
+                }
+            }
+        }
+        outcome(verdict)
     }
 }
 
@@ -208,11 +252,27 @@ pub async fn subscribe_stream(
         return Err(Status::invalid_argument("topic is empty"));
     }
     let (out_tx, out_rx) = mpsc::channel(64);
-    let pending: Arc<Mutex<HashMap<String, oneshot::Sender<i32>>>> = Arc::default();
+    // The initial response goes first, before any event can.
+    let _ = out_tx
+        .send(Ok(rt::SubscribeTopicEventsResponse {
+            subscribe_topic_events_response_type: Some(R::InitialResponse(
+                rt::SubscribeTopicEventsResponseInitial {},
+            )),
+        }))
+        .await;
+    let pending: Pending = Arc::default();
+    let gone = CancellationToken::new();
+    let dead_letter = init
+        .dead_letter_topic
+        .clone()
+        .filter(|t| !t.is_empty())
+        .map(|t| (ps.inner.clone(), t));
     let sub = Arc::new(StreamSubscriber {
         pubsub: init.pubsub_name.clone(),
         out: out_tx.clone(),
         pending: pending.clone(),
+        gone: gone.clone(),
+        dead_letter,
     });
     let meta: Metadata = init.metadata.clone();
     let what = format!(
@@ -224,15 +284,9 @@ pub async fn subscribe_stream(
         .subscribe(&init.topic, &meta, sub)
         .await
         .map_err(|e| component(e, &what))?;
-    let _ = out_tx
-        .send(Ok(rt::SubscribeTopicEventsResponse {
-            subscribe_topic_events_response_type: Some(R::InitialResponse(
-                rt::SubscribeTopicEventsResponseInitial {},
-            )),
-        }))
-        .await;
     tokio::spawn(async move {
         let _subscription = subscription;
+        let _gone = gone.clone().drop_guard();
         loop {
             let msg = tokio::select! {
                 m = input.message() => m,
@@ -242,10 +296,14 @@ pub async fn subscribe_stream(
                 Ok(Some(rt::SubscribeTopicEventsRequest {
                     subscribe_topic_events_request_type: Some(Q::EventProcessed(p)),
                 })) => {
-                    let waiter = pending
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&p.id);
+                    let waiter = {
+                        let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+                        let w = pending.get_mut(&p.id).and_then(VecDeque::pop_front);
+                        if pending.get(&p.id).is_some_and(VecDeque::is_empty) {
+                            pending.remove(&p.id);
+                        }
+                        w
+                    };
                     if let Some(w) = waiter {
                         let _ = w.send(p.status.map_or(0, |s| s.status));
                     }
@@ -254,7 +312,8 @@ pub async fn subscribe_stream(
                 Ok(None) | Err(_) => break,
             }
         }
-        // Unanswered deliveries are retried by the component.
+        // The client is gone: unanswered deliveries end (and are redelivered), the
+        // subscription ends with this task.
         pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(

@@ -66,6 +66,6 @@ pub async fn next_id(s: &Shared, r: rt::GetNextIdRequest) -> Result<rt::GetNextI
             .map_err(|e| component(e, &what))?;
     }
     let id = seg.0;
-    seg.0 += 1;
+    seg.0 = seg.0.saturating_add(1);
     Ok(rt::GetNextIdResponse { next_id: id })
 }

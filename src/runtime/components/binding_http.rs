@@ -6,11 +6,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use super::{ComponentError, Metadata, Result};
+
+/// The largest response body a binding call accepts (64 MiB).
+pub const MAX_RESPONSE_BODY: usize = 64 << 20;
 
 /// An HTTP output binding.
 #[derive(Debug)]
@@ -89,24 +92,31 @@ impl HttpBinding {
         let req = req
             .body(Full::new(data))
             .map_err(|e| ComponentError::InvalidArgument(format!("binding request: {e}")))?;
-        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
-            .await
-            .map_err(|_| ComponentError::Unavailable(format!("{url}: timed out")))?
-            .map_err(|e| ComponentError::Unavailable(format!("{url}: {e}")))?;
-        let status = resp.status();
-        let mut out = Metadata::new();
-        for (k, v) in resp.headers() {
-            if let Ok(v) = v.to_str() {
-                out.insert(k.as_str().to_string(), v.to_string());
+        // One deadline for the whole exchange, the response body included.
+        let exchange = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| ComponentError::Unavailable(format!("{url}: {e}")))?;
+            let status = resp.status();
+            let mut out = Metadata::new();
+            for (k, v) in resp.headers() {
+                if let Ok(v) = v.to_str() {
+                    out.insert(k.as_str().to_string(), v.to_string());
+                }
             }
-        }
-        out.insert("statusCode".into(), status.as_u16().to_string());
-        let body = resp
-            .into_body()
-            .collect()
+            out.insert("statusCode".into(), status.as_u16().to_string());
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE_BODY)
+                .collect()
+                .await
+                .map_err(|e| ComponentError::Unavailable(format!("{url}: {e}")))?
+                .to_bytes();
+            Ok::<_, ComponentError>((status, out, body))
+        };
+        let (status, out, body) = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|e| ComponentError::Unavailable(format!("{url}: {e}")))?
-            .to_bytes();
+            .map_err(|_| ComponentError::Unavailable(format!("{url}: timed out")))??;
         if !status.is_success() {
             return Err(ComponentError::Internal(format!(
                 "received status code {}: {}",

@@ -82,7 +82,11 @@ impl PubSub for MemoryPubSub {
                     _ = cancelled.cancelled() => break,
                     m = rx.recv() => match m { Some(m) => m, None => break },
                 };
-                if subscriber.deliver(msg.clone()).await == Outcome::Retry {
+                let outcome = tokio::select! {
+                    _ = cancelled.cancelled() => break,
+                    o = subscriber.deliver(msg.clone()) => o,
+                };
+                if outcome == Outcome::Retry {
                     let again = tx.clone();
                     let stop = cancelled.clone();
                     tokio::spawn(async move {

@@ -11,7 +11,10 @@
 
 use std::io;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::OnceCell;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use ::redis::{
@@ -34,11 +37,15 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// Commands are multiplexed over a [`ConnectionManager`], which reconnects by itself when the
 /// connection drops (a Redis restart fails the calls in flight, and the next ones reconnect).
+/// Each worker thread gets its own manager, opened on first use there, so a call never hops to
+/// another thread's event loop and back.
 /// A connection attempt is bounded by `dialTimeout`, a reply by `readTimeout`, and a whole call
 /// (a reconnect it waits for included) by their sum.
 #[derive(Clone, Debug)]
 pub struct RedisConn {
-    manager: ConnectionManager,
+    managers: Arc<[OnceCell<ConnectionManager>]>,
+    shared_client: Client,
+    manager_config: ConnectionManagerConfig,
     client: Client,
     addr: String,
     dial_timeout: Duration,
@@ -108,21 +115,17 @@ pub async fn connect(metadata: &Metadata) -> std::result::Result<RedisConn, Stri
         }
     }
 
-    let config = ConnectionManagerConfig::new()
+    let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(dial_timeout))
         .set_response_timeout(Some(read_timeout))
         .set_number_of_retries(max_retries)
         .set_max_delay(max_backoff);
-    let manager = tokio::time::timeout(
-        dial_timeout,
-        ConnectionManager::new_with_config(shared_client, config),
-    )
-    .await
-    .map_err(|_| format!("cannot connect to redis at {addr}: timed out after {dial_timeout:?}"))?
-    .map_err(|e| cannot(&e))?;
-
     Ok(RedisConn {
-        manager,
+        managers: (0..crate::workers::slots())
+            .map(|_| OnceCell::new())
+            .collect(),
+        shared_client,
+        manager_config,
         client,
         addr: addr.to_string(),
         dial_timeout,
@@ -186,7 +189,7 @@ impl RedisConn {
         repeatable: bool,
     ) -> RedisResult<T> {
         let attempt = async {
-            let mut conn = self.manager.clone();
+            let mut conn = self.manager().await?;
             match request.send(&mut conn).await {
                 // Refused: the (re)connection failed, so nothing was sent; the manager is
                 // reconnecting again and the request may go on the new connection. A dropped
@@ -203,6 +206,19 @@ impl RedisConn {
         tokio::time::timeout(self.dial_timeout + self.read_timeout, attempt)
             .await
             .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut).into()))
+    }
+
+    /// This thread's manager, connecting it on first use.
+    async fn manager(&self) -> RedisResult<ConnectionManager> {
+        let slot = &self.managers[crate::workers::slot() % self.managers.len()];
+        slot.get_or_try_init(|| {
+            ConnectionManager::new_with_config(
+                self.shared_client.clone(),
+                self.manager_config.clone(),
+            )
+        })
+        .await
+        .cloned()
     }
 
     /// Open a connection of its own (for blocking commands, which would stall the shared one),

@@ -116,6 +116,14 @@ impl Components {
         }
         for (name, spec) in &cfg.pub_subs {
             let fail = failure("pub_subs", name, spec);
+            // As in Layotto and Dapr, the consumer group defaults to the app id, so two apps
+            // on one topic each get every message.
+            let mut spec = spec.clone();
+            if !spec.metadata.contains_key("consumerID") && !cfg.app.app_id.is_empty() {
+                spec.metadata
+                    .insert("consumerID".into(), cfg.app.app_id.clone());
+            }
+            let spec = &spec;
             let inner: Arc<dyn PubSub> = match base_type(&spec.kind, "pubsub") {
                 "in-memory" => pubsub_memory::MemoryPubSub::new(&spec.metadata).map_err(&fail)?,
                 "redis" => Arc::new(
@@ -216,24 +224,34 @@ impl Components {
         Ok(c)
     }
 
-    /// Health of every component that talks to a store, as `<api>.<name>`.
+    /// Health of every component that talks to a store, as `<api>.<name>`, checked
+    /// concurrently (each check is bounded by its component).
     pub async fn health(&self) -> Vec<(String, Health)> {
-        let mut out = Vec::new();
+        use futures_util::future::{join_all, BoxFuture, FutureExt};
+        let mut checks: Vec<BoxFuture<'_, (String, Health)>> = Vec::new();
+        fn add<'a>(
+            checks: &mut Vec<BoxFuture<'a, (String, Health)>>,
+            name: String,
+            f: BoxFuture<'a, Health>,
+        ) {
+            checks.push(f.map(move |h| (name, h)).boxed());
+        }
         for (n, s) in &self.state {
-            out.push((format!("state.{n}"), s.inner.health().await));
+            add(&mut checks, format!("state.{n}"), s.inner.health());
         }
         for (n, s) in &self.pubsubs {
-            out.push((format!("pub_subs.{n}"), s.inner.health().await));
+            add(&mut checks, format!("pub_subs.{n}"), s.inner.health());
         }
         for (n, s) in &self.config {
-            out.push((format!("config_store.{n}"), s.inner.health().await));
+            add(&mut checks, format!("config_store.{n}"), s.inner.health());
         }
         for (n, s) in &self.locks {
-            out.push((format!("lock.{n}"), s.inner.health().await));
+            add(&mut checks, format!("lock.{n}"), s.inner.health());
         }
         for (n, s) in &self.sequencers {
-            out.push((format!("sequencer.{n}"), s.inner.health().await));
+            add(&mut checks, format!("sequencer.{n}"), s.inner.health());
         }
+        let mut out = join_all(checks).await;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }

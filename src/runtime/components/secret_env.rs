@@ -26,8 +26,10 @@ impl EnvSecrets {
 
     /// Every variable (under the prefix) as `{name: {name: value}}`.
     pub fn bulk(&self) -> HashMap<String, HashMap<String, String>> {
-        std::env::vars()
+        std::env::vars_os()
             .filter_map(|(k, v)| {
+                // Variables that are not UTF-8 cannot be returned in a string map: skipped.
+                let (k, v) = (k.into_string().ok()?, v.into_string().ok()?);
                 let name = k.strip_prefix(&self.prefix)?.to_string();
                 Some((name.clone(), HashMap::from([(name, v)])))
             })

@@ -36,9 +36,12 @@ impl Sequencer for MemorySequencer {
     async fn segment(&self, key: &str, size: u32) -> Result<(i64, i64)> {
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         let v = c.entry(key.to_string()).or_insert(0);
+        let last = v.checked_add(i64::from(size.max(1))).ok_or_else(|| {
+            super::ComponentError::Internal(format!("sequencer {key} overflowed"))
+        })?;
         let first = *v + 1;
-        *v += i64::from(size.max(1));
-        Ok((first, *v))
+        *v = last;
+        Ok((first, last))
     }
 
     async fn health(&self) -> Health {

@@ -2,21 +2,21 @@
 //! with the in-memory store and with Redis, beside `redis-benchmark` doing the Redis commands
 //! those calls turn into, against the same redis-server in the same run.
 //!
-//! Load: `RUNTIME_BENCH_CLIENTS` connections (default 16), one call in flight on each, as
-//! `redis-benchmark -c 16 -P 1`; `RUNTIME_BENCH_SECONDS` per measurement (default 5) after a
-//! one-second warm-up. Reports ops/s, p50 and p99 as a markdown table on stdout.
+//! The gRPC load comes from h2load (nghttp2's C load generator, as light a client as
+//! redis-benchmark is) posting framed unary gRPC requests; percentiles come from its per-request
+//! log. Rows: `RUNTIME_BENCH_CLIENTS` connections (default 16) with one call in flight on each
+//! (as `redis-benchmark -c 16`), then 4 in flight, then a single connection;
+//! `RUNTIME_BENCH_REQUESTS` calls per row (default 200 000). Markdown table on stdout.
 //!
-//! `cargo bench --bench runtime_state` (needs redis-server and redis-benchmark:
+//! `cargo bench --bench runtime_state` (needs redis-server, redis-benchmark and h2load:
 //! `bash .ci/install-deps.sh`).
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use layer8::runtime::proto::rt;
-use layer8::runtime::proto::rt::runtime_client::RuntimeClient;
-use tonic::transport::Channel;
+use prost::Message;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -97,102 +97,113 @@ fn start_layer8(grpc: u16, admin: u16, redis: u16) -> Killed {
     Killed(child)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Op {
     Get,
     Save,
 }
 
-struct Result {
+struct Row {
     ops_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1000.0
+    sorted[i] as f64 / 1000.0
 }
 
-async fn call(c: &mut RuntimeClient<Channel>, op: Op, store: &str, key: &str) {
-    match op {
-        Op::Get => {
-            c.get_state(rt::GetStateRequest {
+/// A unary gRPC request body: the 5-byte frame header and the message.
+fn grpc_frame(msg: &impl Message) -> Vec<u8> {
+    let body = msg.encode_to_vec();
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Drive `op` on `store` with h2load: `conns` connections, `inflight` calls on each.
+fn h2load(grpc: u16, op: Op, store: &str, conns: usize, inflight: usize, n: u64) -> Row {
+    let dir = std::env::temp_dir().join(format!("layer8-runtime-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (method, body) = match op {
+        Op::Get => (
+            "GetState",
+            grpc_frame(&rt::GetStateRequest {
                 store_name: store.into(),
-                key: key.into(),
+                key: "bench-key".into(),
                 ..Default::default()
-            })
-            .await
-            .expect("GetState");
-        }
-        Op::Save => {
-            c.save_state(rt::SaveStateRequest {
+            }),
+        ),
+        Op::Save => (
+            "SaveState",
+            grpc_frame(&rt::SaveStateRequest {
                 store_name: store.into(),
                 states: vec![rt::StateItem {
-                    key: key.into(),
+                    key: "bench-key".into(),
                     value: b"xxx".to_vec(),
                     etag: None,
                     metadata: HashMap::new(),
                     options: None,
                 }],
-            })
-            .await
-            .expect("SaveState");
+            }),
+        ),
+    };
+    let data = dir.join(format!("{method}-{store}.bin"));
+    std::fs::write(&data, body).expect("write body");
+    let log = dir.join("latency.log");
+    let _ = std::fs::remove_file(&log);
+    let run = |n: u64, log: Option<&std::path::Path>| {
+        let mut cmd = Command::new("h2load");
+        cmd.args([
+            "-n",
+            &n.to_string(),
+            "-c",
+            &conns.to_string(),
+            "-m",
+            &inflight.to_string(),
+        ])
+        .arg("-d")
+        .arg(&data)
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"]);
+        if let Some(l) = log {
+            cmd.arg(format!("--log-file={}", l.display()));
         }
-    }
-}
-
-async fn measure(grpc: u16, op: Op, store: &str, clients: usize, secs: u64) -> Result {
-    let mut conns = Vec::new();
-    for _ in 0..clients {
-        let ch = Channel::from_shared(format!("http://127.0.0.1:{grpc}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        conns.push(RuntimeClient::new(ch));
-    }
-    let store: Arc<str> = store.into();
-    // Warm-up: the key exists and every connection is hot.
-    call(&mut conns[0], Op::Save, &store, "bench-key").await;
-    let warm = Instant::now() + Duration::from_secs(1);
-    let end = warm + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for mut c in conns {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(100_000);
-            loop {
-                let t = Instant::now();
-                if t >= end {
-                    break;
-                }
-                call(&mut c, op, &store, "bench-key").await;
-                if t >= warm {
-                    lat.push(t.elapsed());
-                }
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("client"));
-    }
-    all.sort();
-    Result {
-        ops_per_sec: all.len() as f64 / secs as f64,
-        p50_ms: percentile(&all, 0.50),
-        p99_ms: percentile(&all, 0.99),
+        cmd.arg(format!(
+            "http://127.0.0.1:{grpc}/spec.proto.runtime.v1.Runtime/{method}"
+        ));
+        let out = cmd.output().expect("h2load (bash .ci/install-deps.sh)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(n / 10, None); // warm-up
+    let text = run(n, Some(&log));
+    assert!(text.contains(&format!("{n} succeeded")), "h2load: {text}");
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.trim_end_matches(" req/s").parse().ok())
+        .unwrap_or(0.0);
+    let mut lat: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.parse().ok())
+        .collect();
+    lat.sort_unstable();
+    let _ = std::fs::remove_dir_all(&dir);
+    Row {
+        ops_per_sec: rps,
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
     }
 }
 
 /// `redis-benchmark` for one command: (rps, p50 ms, p99 ms) from its CSV output.
-fn redis_benchmark(port: u16, clients: usize, secs: u64, rps_guess: f64, cmd: &[&str]) -> Result {
-    let n = ((rps_guess * secs as f64) as u64).max(10_000);
+fn redis_benchmark(port: u16, clients: usize, n: u64, cmd: &[&str]) -> Row {
     let out = Command::new("redis-benchmark")
         .args([
             "-p",
@@ -219,7 +230,7 @@ fn redis_benchmark(port: u16, clients: usize, secs: u64, rps_guess: f64, cmd: &[
         .skip(1)
         .map(|c| c.trim_matches('"').parse().unwrap_or(0.0))
         .collect();
-    Result {
+    Row {
         ops_per_sec: cols[0],
         p50_ms: cols[3],
         p99_ms: cols[5],
@@ -228,53 +239,44 @@ fn redis_benchmark(port: u16, clients: usize, secs: u64, rps_guess: f64, cmd: &[
 
 fn main() {
     let clients = env("RUNTIME_BENCH_CLIENTS", 16) as usize;
-    let secs = env("RUNTIME_BENCH_SECONDS", 5);
+    let n = env("RUNTIME_BENCH_REQUESTS", 200_000);
     let (redis_port, grpc, admin) = (free_port(), free_port(), free_port());
     let _redis = start_redis(redis_port);
     let _l8 = start_layer8(grpc, admin, redis_port);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
-    let row = |name: &str, r: &Result| {
+    let row = |name: &str, r: &Row| {
         println!(
             "| {name} | {:.0} | {:.3} | {:.3} |",
             r.ops_per_sec, r.p50_ms, r.p99_ms
         );
     };
-    println!("{clients} connections, 1 in flight each, {secs} s per row\n");
+    println!("{n} calls per row\n");
     println!("| operation | ops/s | p50 ms | p99 ms |\n|---|---:|---:|---:|");
-    let mem_get = rt.block_on(measure(grpc, Op::Get, "memory", clients, secs));
-    row("GetState, in-memory", &mem_get);
-    let mem_save = rt.block_on(measure(grpc, Op::Save, "memory", clients, secs));
-    row("SaveState, in-memory", &mem_save);
-    let redis_get = rt.block_on(measure(grpc, Op::Get, "redis", clients, secs));
-    row("GetState, Redis", &redis_get);
-    let rb_get = redis_benchmark(
-        redis_port,
-        clients,
-        secs,
-        redis_get.ops_per_sec * 3.0,
-        &["HMGET", "bench-key", "data", "version"],
-    );
-    row("redis-benchmark HMGET (what GetState sends)", &rb_get);
-    let redis_save = rt.block_on(measure(grpc, Op::Save, "redis", clients, secs));
-    row("SaveState, Redis", &redis_save);
-    let rb_save = redis_benchmark(
-        redis_port,
-        clients,
-        secs,
-        redis_save.ops_per_sec * 3.0,
-        &["HSET", "bench-key2", "data", "xxx", "version", "1"],
-    );
-    row(
-        "redis-benchmark HSET (the write inside SaveState's script)",
-        &rb_save,
-    );
+    let hmget = ["HMGET", "bench-key", "data", "version"];
+    let hset = ["HSET", "bench-key2", "data", "xxx", "version", "1"];
+    for (op, name) in [(Op::Get, "GetState"), (Op::Save, "SaveState")] {
+        for (conns, inflight) in [(clients, 1), (clients, 4), (1, 1)] {
+            let r = h2load(grpc, op, "memory", conns, inflight, n);
+            row(&format!("{name}, in-memory, {conns} conn x {inflight}"), &r);
+        }
+    }
+    let mut ratios = Vec::new();
+    for (op, name, cmd) in [
+        (Op::Get, "GetState", &hmget[..]),
+        (Op::Save, "SaveState", &hset[..]),
+    ] {
+        for conns in [clients, 1] {
+            let r = h2load(grpc, op, "redis", conns, 1, n);
+            row(&format!("{name}, Redis, {conns} conn x 1"), &r);
+            let b = redis_benchmark(redis_port, conns, n, cmd);
+            row(&format!("redis-benchmark -c {conns} {}", cmd[0]), &b);
+            ratios.push(format!(
+                "{name} -c {conns}: {:.2}x",
+                r.p99_ms / b.p99_ms.max(f64::EPSILON)
+            ));
+        }
+    }
     println!(
-        "\nRedis-backed p99 / redis-benchmark p99: GetState {:.2}x, SaveState {:.2}x",
-        redis_get.p99_ms / rb_get.p99_ms.max(f64::EPSILON),
-        redis_save.p99_ms / rb_save.p99_ms.max(f64::EPSILON)
+        "\nRedis-backed p99 / redis-benchmark p99: {}",
+        ratios.join(", ")
     );
 }

@@ -25,6 +25,14 @@ pub fn start(n: usize) -> std::io::Result<()> {
             .enable_all()
             .build()?;
         handles.push(rt.handle().clone());
+        // A timer anchor: with a timer always due within a second, the worker's time driver
+        // never parks without a deadline, so arming a per-request timeout (a Redis reply's, a
+        // stream's) is a local insert, not an eventfd write to wake its own event loop.
+        rt.spawn(async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
         std::thread::Builder::new()
             .name(format!("layer8-worker-{id}"))
             .spawn(move || {

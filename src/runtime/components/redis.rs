@@ -73,9 +73,11 @@ pub async fn connect(metadata: &Metadata) -> std::result::Result<RedisConn, Stri
     if let Some(password) = setting(metadata, "redisPassword") {
         settings = settings.set_password(password);
     }
+    // TCP_NODELAY: a command is one small write that must leave now, not wait for an ACK.
     let info = ConnectionAddr::Tcp(host, port)
         .into_connection_info()
-        .map_err(|e| format!("redisHost {addr:?}: {e}"))?;
+        .map_err(|e| format!("redisHost {addr:?}: {e}"))?
+        .set_tcp_settings(::redis::io::tcp::TcpSettings::default().set_nodelay(true));
     // The shared connection speaks RESP3: there the manager learns of a dropped connection as
     // it happens and reconnects at once, instead of failing the next call first. Dedicated
     // connections stay on RESP2, whose stream replies the `streams` types parse.
@@ -189,7 +191,9 @@ impl RedisConn {
         repeatable: bool,
     ) -> RedisResult<T> {
         let attempt = async {
-            let mut conn = self.manager().await?;
+            let mut conn = tokio::time::timeout(self.dial_timeout, self.manager())
+                .await
+                .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut).into()))?;
             match request.send(&mut conn).await {
                 // Refused: the (re)connection failed, so nothing was sent; the manager is
                 // reconnecting again and the request may go on the new connection. A dropped
@@ -203,9 +207,9 @@ impl RedisConn {
                 other => other,
             }
         };
-        tokio::time::timeout(self.dial_timeout + self.read_timeout, attempt)
-            .await
-            .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut).into()))
+        // Each send is bounded by the manager's response timeout (`readTimeout`) and its
+        // connection attempts by `dialTimeout`, so no extra timer per call is needed.
+        attempt.await
     }
 
     /// This thread's manager, connecting it on first use.

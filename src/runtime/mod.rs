@@ -10,6 +10,7 @@ pub mod components;
 pub mod config;
 pub mod keys;
 pub mod proto;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -46,6 +47,7 @@ pub struct Runtime {
     /// The components.
     pub components: Arc<Components>,
     routes: tonic::service::Routes,
+    stats: Arc<stats::RpcStats>,
     subscriptions: Arc<tokio::sync::Mutex<Vec<Subscription>>>,
     stop: tokio_util::sync::CancellationToken,
 }
@@ -89,6 +91,7 @@ impl Runtime {
             config,
             components,
             routes,
+            stats: Arc::new(stats::RpcStats::default()),
             subscriptions,
             stop,
         }))
@@ -165,12 +168,24 @@ pub async fn serve<S>(
     };
     crate::stats::counter("runtime.downstream_cx_total").increment(1);
     let routes = rt.routes.clone();
+    let rpc_stats = rt.stats.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let mut routes = routes.clone();
+        let method = rpc_stats.for_path(req.uri().path()).clone();
+        method.total.increment(1);
         async move {
-            tonic::codegen::Service::call(&mut routes, req.map(tonic::body::boxed))
+            let resp = tonic::codegen::Service::call(&mut routes, req.map(tonic::body::boxed))
                 .await
-                .map_err(std::io::Error::other)
+                .map_err(std::io::Error::other)?;
+            // A failed unary call is answered trailers-only: its status is in the headers.
+            if resp
+                .headers()
+                .get("grpc-status")
+                .is_some_and(|s| s.as_bytes() != b"0")
+            {
+                method.errors.increment(1);
+            }
+            Ok::<_, std::io::Error>(resp)
         }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

@@ -14,4 +14,5 @@ pub mod etcd {
 pub use spec::proto::runtime::v1 as rt;
 
 /// The runtime API's file descriptor set (imports included), for gRPC server reflection.
-pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runtime_descriptor.bin"));
+pub const DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/runtime_descriptor.bin"));

@@ -1,11 +1,13 @@
 //! Runtime API harness: a bootstrap with the runtime and actuator listeners, a gRPC client, and
 //! real Redis and etcd servers on free loopback ports (stopped on drop).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use layer8::runtime::proto::rt;
 use layer8::runtime::proto::rt::runtime_client::RuntimeClient;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
@@ -363,3 +365,60 @@ pub async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The in-memory runtime config the API tests share (Layotto's demo names), plus `extra` sections.
+pub fn memory_config(extra: Value) -> Value {
+    let mut c = json!({
+        "hellos": {"helloworld": {"type": "helloworld", "hello": "greeting"}},
+        "state": {"state_demo": {"type": "in-memory", "metadata": {}}},
+        "lock": {"lock_demo": {"type": "in-memory", "metadata": {}}},
+        "pub_subs": {"pub_subs_demo": {"type": "in-memory", "metadata": {"consumerID": "1", "redeliverInterval": "100ms"}}},
+        "sequencer": {"sequencer_demo": {"type": "in-memory", "metadata": {}, "biggerThan": {"floored": 100}}},
+        "config_store": {"config_demo": {"type": "in-memory", "metadata": {}}},
+        "app": {"app_id": "app1", "grpc_callback_port": 0}
+    });
+    if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    c
+}
+
+/// A running in-process layer8 with the runtime and actuator listeners.
+pub struct Rt {
+    pub l8: super::InProcess,
+    pub grpc: u16,
+    pub actuator: u16,
+}
+
+/// Start layer8 in-process with `config` as the runtime section plus extra listeners and clusters.
+pub async fn start(config: Value, listeners: Vec<Value>, clusters: Vec<Value>) -> Rt {
+    let (admin, grpc, act) = (super::free_port(), super::free_port(), super::free_port());
+    let yaml = bootstrap(admin, grpc, act, config, listeners, clusters);
+    let l8 = super::start_in_process(&yaml).await;
+    Rt {
+        l8,
+        grpc,
+        actuator: act,
+    }
+}
+
+/// A state item with an etag and a concurrency mode.
+pub fn item(key: &str, value: &str, etag: Option<&str>, concurrency: i32) -> rt::StateItem {
+    rt::StateItem {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        etag: etag.map(|e| rt::Etag { value: e.into() }),
+        metadata: HashMap::new(),
+        options: Some(rt::StateOptions {
+            concurrency,
+            consistency: 0,
+        }),
+    }
+}
+
+/// `CONCURRENCY_FIRST_WRITE`.
+pub const FIRST_WRITE: i32 = rt::state_options::StateConcurrency::ConcurrencyFirstWrite as i32;
+/// `CONCURRENCY_LAST_WRITE`.
+pub const LAST_WRITE: i32 = rt::state_options::StateConcurrency::ConcurrencyLastWrite as i32;

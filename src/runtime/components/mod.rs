@@ -6,6 +6,7 @@ pub mod binding_http;
 pub mod configuration_etcd;
 pub mod configuration_memory;
 pub mod etcd;
+pub mod etcd_txn;
 pub mod file_local;
 pub mod hello;
 pub mod lock_etcd;

@@ -19,6 +19,9 @@ pub struct SegmentCache {
     segments: std::sync::Mutex<HashMap<(String, String), Segment>>,
 }
 
+/// Cache size at which used-up segments are swept.
+const SEGMENT_CACHE_SWEEP_AT: usize = 4096;
+
 /// How many ids a WEAK segment reserves.
 pub const SEGMENT_SIZE: u32 = 20;
 
@@ -53,6 +56,12 @@ pub async fn next_id(s: &Shared, r: rt::GetNextIdRequest) -> Result<rt::GetNextI
             .segments
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        if map.len() >= SEGMENT_CACHE_SWEEP_AT {
+            // Many keys: forget segments nobody is using that have no ids left.
+            map.retain(|_, seg| {
+                Arc::strong_count(seg) > 1 || seg.try_lock().is_ok_and(|s| s.0 <= s.1)
+            });
+        }
         map.entry((r.store_name.clone(), key.clone()))
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new((1, 0))))
             .clone()

@@ -1,7 +1,7 @@
 //! `in-memory` configuration store, with subscriptions notified on every save and delete.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -14,14 +14,14 @@ type Key = (String, String, String, String);
 /// An in-process configuration store keyed by (app_id, group, label, key).
 #[derive(Debug)]
 pub struct MemoryConfigStore {
-    items: Mutex<BTreeMap<Key, ConfigItem>>,
+    items: Arc<Mutex<BTreeMap<Key, ConfigItem>>>,
     changes: broadcast::Sender<(String, ConfigItem)>,
 }
 
 impl Default for MemoryConfigStore {
     fn default() -> Self {
         MemoryConfigStore {
-            items: Mutex::new(BTreeMap::new()),
+            items: Arc::default(),
             changes: broadcast::channel(1024).0,
         }
     }
@@ -99,6 +99,7 @@ impl ConfigStore for MemoryConfigStore {
     ) -> Result<Subscription> {
         let mut rx = self.changes.subscribe();
         let q = q.clone();
+        let items = self.items.clone();
         let token = CancellationToken::new();
         let stop = token.clone();
         tokio::spawn(async move {
@@ -114,7 +115,21 @@ impl ConfigStore for MemoryConfigStore {
                             break;
                         }
                     }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // Fell behind and missed changes: send the current value of every item
+                    // the subscription covers instead.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let now: Vec<ConfigItem> = items
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .iter()
+                            .filter(|((app, ..), item)| matches(&q, app, item))
+                            .map(|(_, i)| i.clone())
+                            .collect();
+                        if !now.is_empty() && tx.send(now).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
             }

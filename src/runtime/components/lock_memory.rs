@@ -8,6 +8,9 @@ use tonic::async_trait;
 
 use super::{Health, LockStatus, LockStore, Result};
 
+/// Table size at which expired entries are swept on the next lock.
+const PURGE_AT: usize = 4096;
+
 /// An in-process lock table. Expired entries count as free.
 #[derive(Debug, Default)]
 pub struct MemoryLock {
@@ -35,7 +38,13 @@ impl LockStore for MemoryLock {
         if Self::held(&locks, key).is_some() {
             return Ok(false);
         }
-        let until = Instant::now() + Duration::from_secs(u64::from(expire_secs));
+        let now = Instant::now();
+        if locks.len() >= PURGE_AT {
+            // Expired locks count as free; forget them so many short-lived resources do not
+            // grow the table forever.
+            locks.retain(|_, (_, until)| *until > now);
+        }
+        let until = now + Duration::from_secs(u64::from(expire_secs));
         locks.insert(key.to_string(), (owner.to_string(), until));
         Ok(true)
     }

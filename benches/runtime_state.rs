@@ -68,7 +68,7 @@ fn start_redis(port: u16) -> Killed {
     Killed(child)
 }
 
-fn start_layer8(grpc: u16, admin: u16, redis: u16) -> Killed {
+fn start_layer8(grpc: u16, admin: u16, redis: u16, concurrency: usize) -> Killed {
     let cfg = serde_json::json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {"listeners": [{
@@ -89,7 +89,7 @@ fn start_layer8(grpc: u16, admin: u16, redis: u16) -> Killed {
     let child = Command::new(env!("CARGO_BIN_EXE_layer8"))
         .arg("-c")
         .arg(&path)
-        .args(["--concurrency", "2", "-l", "warn"])
+        .args(["--concurrency", &concurrency.to_string(), "-l", "warn"])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn layer8");
@@ -240,43 +240,52 @@ fn redis_benchmark(port: u16, clients: usize, n: u64, cmd: &[&str]) -> Row {
 fn main() {
     let clients = env("RUNTIME_BENCH_CLIENTS", 16) as usize;
     let n = env("RUNTIME_BENCH_REQUESTS", 200_000);
-    let (redis_port, grpc, admin) = (free_port(), free_port(), free_port());
+    let concurrencies: Vec<usize> = std::env::var("RUNTIME_BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let redis_port = free_port();
     let _redis = start_redis(redis_port);
-    let _l8 = start_layer8(grpc, admin, redis_port);
     let row = |name: &str, r: &Row| {
         println!(
             "| {name} | {:.0} | {:.3} | {:.3} |",
             r.ops_per_sec, r.p50_ms, r.p99_ms
         );
     };
-    println!("{n} calls per row\n");
-    println!("| operation | ops/s | p50 ms | p99 ms |\n|---|---:|---:|---:|");
     let hmget = ["HMGET", "bench-key", "data", "version"];
     let hset = ["HSET", "bench-key2", "data", "xxx", "version", "1"];
-    for (op, name) in [(Op::Get, "GetState"), (Op::Save, "SaveState")] {
-        for (conns, inflight) in [(clients, 1), (clients, 4), (1, 1)] {
-            let r = h2load(grpc, op, "memory", conns, inflight, n);
-            row(&format!("{name}, in-memory, {conns} conn x {inflight}"), &r);
+    for concurrency in concurrencies {
+        let (grpc, admin) = (free_port(), free_port());
+        let l8 = start_layer8(grpc, admin, redis_port, concurrency);
+        println!("\nlayer8 --concurrency {concurrency}, {n} calls per row\n");
+        println!("| operation | ops/s | p50 ms | p99 ms |\n|---|---:|---:|---:|");
+        for (op, name) in [(Op::Get, "GetState"), (Op::Save, "SaveState")] {
+            for (conns, inflight) in [(clients, 1), (clients, 4), (1, 1)] {
+                let r = h2load(grpc, op, "memory", conns, inflight, n);
+                row(&format!("{name}, in-memory, {conns} conn x {inflight}"), &r);
+            }
         }
-    }
-    let mut ratios = Vec::new();
-    for (op, name, cmd) in [
-        (Op::Get, "GetState", &hmget[..]),
-        (Op::Save, "SaveState", &hset[..]),
-    ] {
-        for conns in [clients, 1] {
-            let r = h2load(grpc, op, "redis", conns, 1, n);
-            row(&format!("{name}, Redis, {conns} conn x 1"), &r);
-            let b = redis_benchmark(redis_port, conns, n, cmd);
-            row(&format!("redis-benchmark -c {conns} {}", cmd[0]), &b);
-            ratios.push(format!(
-                "{name} -c {conns}: {:.2}x",
-                r.p99_ms / b.p99_ms.max(f64::EPSILON)
-            ));
+        let mut ratios = Vec::new();
+        for (op, name, cmd) in [
+            (Op::Get, "GetState", &hmget[..]),
+            (Op::Save, "SaveState", &hset[..]),
+        ] {
+            for conns in [clients, 1] {
+                let r = h2load(grpc, op, "redis", conns, 1, n);
+                row(&format!("{name}, Redis, {conns} conn x 1"), &r);
+                let b = redis_benchmark(redis_port, conns, n, cmd);
+                row(&format!("redis-benchmark -c {conns} {}", cmd[0]), &b);
+                ratios.push(format!(
+                    "{name} -c {conns}: {:.2}x",
+                    r.p99_ms / b.p99_ms.max(f64::EPSILON)
+                ));
+            }
         }
+        println!(
+            "\nRedis-backed p99 / redis-benchmark p99: {}",
+            ratios.join(", ")
+        );
+        drop(l8);
     }
-    println!(
-        "\nRedis-backed p99 / redis-benchmark p99: {}",
-        ratios.join(", ")
-    );
 }

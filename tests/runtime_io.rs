@@ -296,6 +296,35 @@ async fn file_api() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+
+    // A client that goes away mid-upload leaves neither the file nor a partial one behind.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(rt::PutFileRequest {
+        store_name: "file_demo".into(),
+        name: "dir/cancelled.bin".into(),
+        data: vec![7u8; 1024],
+        metadata: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    let mut c2 = client(r.grpc).await;
+    let upload = tokio::spawn(async move {
+        let _ = c2
+            .put_file(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let part_exists = || {
+        std::fs::read_dir(root.join("dir"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+    };
+    assert!(part_exists(), "the upload is in progress");
+    upload.abort();
+    drop(tx);
+    common::runtime::eventually(5, "the partial upload removed", || !part_exists()).await;
+    assert!(!root.join("dir/cancelled.bin").exists());
     let _ = std::fs::remove_dir_all(root);
 }
 
@@ -475,6 +504,15 @@ async fn invoke_service_through_the_proxy() {
     );
     // The proxy counted both requests on its own stats.
     assert_eq!(stat("cluster.orders.upstream_rq_200"), 1);
+    // `rpc_request_timeout` (ms) bounds the whole exchange.
+    let mut slow = call("orders");
+    slow.get_mut().message.as_mut().unwrap().method = "delay/3000".into();
+    slow.metadata_mut()
+        .insert("rpc_request_timeout", "200".parse().unwrap());
+    let started = std::time::Instant::now();
+    let e = c.invoke_service(slow).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

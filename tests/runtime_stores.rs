@@ -562,7 +562,7 @@ async fn redis_streams_lose_nothing_when_the_app_restarts() {
     let running = app::serve(a.clone(), app_port).await;
     let r = start(json!({
         "pub_subs": {"redis_pubsub": {"type": "redis", "metadata": {
-            "redisHost": srv.addr(), "consumerID": "app1",
+            "redisHost": srv.addr(),
             "processingTimeout": "1s", "redeliverInterval": "300ms", "concurrency": "16"}}},
         "app": {"app_id": "app1", "grpc_callback_port": app_port}
     }))
@@ -583,7 +583,8 @@ async fn redis_streams_lose_nothing_when_the_app_restarts() {
         }
     };
     let mut c = client(r.grpc).await;
-    // Wait for the subscription (made once the app answers ListTopicSubscriptions).
+    // Wait for the subscription (made once the app answers ListTopicSubscriptions). With no
+    // `consumerID`, the consumer group is the app id, as in Layotto.
     eventually(10, "the app's subscription", || {
         std::process::Command::new("redis-cli")
             .args(["-p", &srv.port.to_string(), "XINFO", "GROUPS", "orders"])

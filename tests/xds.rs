@@ -232,6 +232,38 @@ async fn sync_ack_nack_remove(transport: Transport, delta: bool) {
     let r = c.get(port, "a.example", "/x").await;
     assert_eq!((r.status, r.echo().upstream.as_str()), (200, "b"));
 
+    // A runtime listener cannot come from the control plane: its components connect at startup.
+    let mut rt_listener: layer8_xds::pb::envoy::config::listener::v3::Listener =
+        rds_listener("rt", free_port(), "r1")
+            .to_msg()
+            .expect("listener");
+    let ts = layer8_xds::pb::ext::udpa::r#type::v1::TypedStruct {
+        type_url: "layer8.runtime.v1.Runtime".into(),
+        value: None,
+    };
+    rt_listener.filter_chains[0].filters[0].name = "layer8.runtime".into();
+    rt_listener.filter_chains[0].filters[0].config_type = Some(
+        layer8_xds::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            layer8_xds::pb::google::protobuf::Any {
+                type_url: "type.googleapis.com/udpa.type.v1.TypedStruct".into(),
+                value: prost::Message::encode_to_vec(&ts),
+            },
+        ),
+    );
+    let rt_any = layer8_xds::pb::google::protobuf::Any::from_msg(&rt_listener).expect("pack");
+    let v_rt = s.cp.set([rt_any]).expect("set");
+    let nack =
+        s.cp.wait_nack(LISTENER, &v_rt)
+            .await
+            .expect("NACK of a runtime listener");
+    let msg = nack.error.expect("error_detail");
+    assert!(
+        msg.contains("listener 'rt'")
+            && msg.contains("layer8.runtime is only served on static listeners"),
+        "{msg}"
+    );
+    s.cp.remove(LISTENER, &["rt"]);
+
     // /config_dump shows the dynamic resources with their versions.
     let dump = blocking(move || admin_json(admin, "/config_dump?resource=dynamic_listeners")).await;
     let listeners = dump["configs"].as_array().expect("configs");

@@ -681,6 +681,18 @@ fn bad_component_fails_startup_naming_it() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("runtime component lock.l (type 'zookeeper'): unknown type (known: in-memory, redis, etcd)"), "{err}");
+    assert!(
+        err.contains("listener 'runtime'")
+            && err.contains("lock.l: unknown type 'zookeeper' (known: in-memory, redis, etcd)"),
+        "{err}"
+    );
+    // `layer8 validate` catches it too, without connecting to anything.
+    let out = std::process::Command::new(layer8_bin())
+        .args(["validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lock.l: unknown type 'zookeeper'"));
     let _ = std::fs::remove_dir_all(dir);
 }

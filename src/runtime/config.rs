@@ -170,6 +170,32 @@ fn app(v: &Json) -> Result<AppConfig, ConfigError> {
     })
 }
 
+/// The component types layer8 implements per API section, and the Dapr-style prefix a type may
+/// carry (`state.redis` is `redis`).
+pub fn known_types(api: &str) -> (&'static [&'static str], &'static str) {
+    match api {
+        "hellos" => (&["helloworld"], ""),
+        "state" => (&["in-memory", "redis"], "state"),
+        "pub_subs" => (&["in-memory", "redis"], "pubsub"),
+        "config_store" => (&["in-memory", "etcd"], ""),
+        "lock" | "sequencer" => (&["in-memory", "redis", "etcd"], ""),
+        "file" => (&["local"], ""),
+        "bindings" => (&["http"], "bindings"),
+        "secret_store" => (&["local.file", "local.env"], "secretstores"),
+        _ => (&[], ""),
+    }
+}
+
+/// A component type without its Dapr-style prefix (`state.redis` -> `redis`).
+pub fn base_type<'a>(kind: &'a str, dapr_prefix: &str) -> &'a str {
+    if dapr_prefix.is_empty() {
+        return kind;
+    }
+    kind.strip_prefix(dapr_prefix)
+        .and_then(|k| k.strip_prefix('.'))
+        .unwrap_or(kind)
+}
+
 fn components(api: &str, v: &Json) -> Result<BTreeMap<String, ComponentSpec>, ConfigError> {
     let o = v.as_object().ok_or_else(|| err(api, "must be an object"))?;
     let mut out = BTreeMap::new();
@@ -181,6 +207,13 @@ fn components(api: &str, v: &Json) -> Result<BTreeMap<String, ComponentSpec>, Co
         let kind = string(co.get("type"))
             .filter(|t| !t.is_empty())
             .ok_or_else(|| err(&at, "`type` is required"))?;
+        let (known, prefix) = known_types(api);
+        if !known.contains(&base_type(&kind, prefix)) {
+            return Err(err(
+                &at,
+                format!("unknown type '{kind}' (known: {})", known.join(", ")),
+            ));
+        }
         let raw_metadata = co.get("metadata").cloned().unwrap_or(Json::Null);
         let metadata = match &raw_metadata {
             Json::Null => Metadata::new(),
@@ -349,6 +382,14 @@ mod tests {
         let v: Json = serde_json::from_str(r#"{"oss":{"o":{"type":"aws.oss"}}}"#).unwrap();
         let e = RuntimeConfig::from_json(&v).unwrap_err();
         assert_eq!(e.to_string(), "oss: this API is not supported by layer8");
+        let v: Json = serde_json::from_str(r#"{"lock":{"l":{"type":"zookeeper"}}}"#).unwrap();
+        let e = RuntimeConfig::from_json(&v).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "lock.l: unknown type 'zookeeper' (known: in-memory, redis, etcd)"
+        );
+        let v: Json = serde_json::from_str(r#"{"state":{"s":{"type":"state.redis"}}}"#).unwrap();
+        assert!(RuntimeConfig::from_json(&v).is_ok());
     }
 
     #[test]

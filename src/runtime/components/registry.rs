@@ -15,7 +15,7 @@ use super::{
     pubsub_redis, sequencer_etcd, sequencer_memory, sequencer_redis, state_memory, state_redis,
     ConfigStore, Health, LockStore, PubSub, Sequencer, StateStore,
 };
-use crate::runtime::config::{AppConfig, ComponentSpec, RuntimeConfig};
+use crate::runtime::config::{base_type, AppConfig, ComponentSpec, RuntimeConfig};
 use crate::runtime::keys::KeyPrefix;
 
 /// A component that failed to build.
@@ -74,13 +74,6 @@ pub struct Components {
     pub bindings: HashMap<String, Arc<HttpBinding>>,
     /// `secret_store`.
     pub secrets: HashMap<String, Secrets>,
-}
-
-/// `redis`, `state.redis` and `pubsub.redis` all name the redis implementation.
-fn base_type<'a>(kind: &'a str, dapr_prefix: &str) -> &'a str {
-    kind.strip_prefix(dapr_prefix)
-        .and_then(|k| k.strip_prefix('.'))
-        .unwrap_or(kind)
 }
 
 impl Components {

@@ -35,6 +35,14 @@ pub enum LoadError {
         /// Cause.
         source: json::JsonError,
     },
+    /// A Layotto (MOSN) config that cannot be read as a bootstrap.
+    #[error("{origin}: Layotto config: {message}")]
+    Layotto {
+        /// File name or `--config-yaml`.
+        origin: String,
+        /// What is unsupported, naming the listener.
+        message: String,
+    },
     /// Neither a file nor inline YAML was given.
     #[error("no configuration: give -c/--config-path or --config-yaml")]
     Empty,
@@ -103,8 +111,15 @@ pub fn load(
             None => doc = Some(over),
         }
     }
-    let doc = doc.ok_or(LoadError::Empty)?;
+    let mut doc = doc.ok_or(LoadError::Empty)?;
     let origin = path.map_or("--config-yaml".to_string(), |p| p.display().to_string());
+    if super::layotto::is_layotto(&doc) {
+        // A Layotto (MOSN) config file: its runtime and actuator listeners, as a bootstrap.
+        doc = super::layotto::to_bootstrap(&doc).map_err(|message| LoadError::Layotto {
+            origin: origin.clone(),
+            message,
+        })?;
+    }
     let decoded = json::decode::<Bootstrap>(
         doc,
         DecodeOptions {

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod cluster;
 pub mod config_source;
 pub mod extensions;
+pub mod layotto;
 pub mod listener;
 pub mod route;
 pub mod secret;

@@ -191,9 +191,7 @@ impl RedisConn {
         repeatable: bool,
     ) -> RedisResult<T> {
         let attempt = async {
-            let mut conn = tokio::time::timeout(self.dial_timeout, self.manager())
-                .await
-                .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut).into()))?;
+            let mut conn = self.manager().await?;
             match request.send(&mut conn).await {
                 // Refused: the (re)connection failed, so nothing was sent; the manager is
                 // reconnecting again and the request may go on the new connection. A dropped
@@ -207,9 +205,11 @@ impl RedisConn {
                 other => other,
             }
         };
-        // Each send is bounded by the manager's response timeout (`readTimeout`) and its
-        // connection attempts by `dialTimeout`, so no extra timer per call is needed.
-        attempt.await
+        // The whole call, a reconnect it waits for included, is bounded (the manager alone
+        // would retry a dead server with backoff for much longer).
+        tokio::time::timeout(self.dial_timeout + self.read_timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::from(io::ErrorKind::TimedOut).into()))
     }
 
     /// This thread's manager, connecting it on first use.

@@ -698,7 +698,10 @@ async fn layotto_config_file_runs_unchanged() {
         .expect("layer8");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", grpc)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "runtime not listening");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runtime not listening"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut c = client(grpc).await;

@@ -2,7 +2,7 @@
 //! (`{"servers": [{"listeners": [...]}], ...}`) becomes the Envoy bootstrap layer8 serves, so
 //! `layer8 -c configs/config.json` starts a Layotto user's runtime unchanged.
 //!
-//! Per listener of `servers[0]`: a chain with a `grpc` filter becomes a `layer8.runtime`
+//! Per listener of each server: a chain with a `grpc` filter becomes a `layer8.runtime`
 //! listener (its `config`, with `grpc_config`, is the runtime section as is); a `proxy` chain
 //! whose `stream_filters` hold `actuator_filter` becomes a `layer8.actuator` listener;
 //! `tcpcopy` filters (traffic sampling to local files) are left out. Other MOSN listeners

@@ -46,8 +46,9 @@ impl Subscriber for AppSubscriber {
     }
 }
 
-/// How long one AppCallback call may take.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one AppCallback call may take: shorter than a broker's default `processingTimeout`
+/// (60 s), so another replica does not reclaim a message still being delivered here.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Dial the app and subscribe what it asks for, retrying until the app answers (and each
 /// subscription until its broker accepts it). Stops when `stop` is cancelled. The

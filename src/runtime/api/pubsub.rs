@@ -141,8 +141,10 @@ pub async fn publish(s: &Shared, r: rt::PublishEventRequest) -> Result<(), Statu
         .map_err(|e| component(e, &what))
 }
 
-/// How long a SubscribeTopicEvents client may take to answer one event before it is redelivered.
-pub const STREAM_ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SubscribeTopicEvents client may take to take and answer one event before it is
+/// redelivered: shorter than a broker's default `processingTimeout` (60 s), so another replica
+/// does not reclaim a message this one is still waiting on.
+pub const STREAM_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Waiters for the client's verdicts, by event id (ids can repeat: a redelivered or
 /// republished event keeps its id, so each id holds a queue).
@@ -182,15 +184,14 @@ impl Subscriber for StreamSubscriber {
         let resp = rt::SubscribeTopicEventsResponse {
             subscribe_topic_events_response_type: Some(R::EventMessage(ev)),
         };
+        // One deadline for sending the event and hearing back: a client that stops reading
+        // (its stream stalled by flow control) must not hold the delivery forever.
+        let exchange = async {
+            self.out.send(Ok(resp)).await.ok()?;
+            rx.await.ok()
+        };
         let verdict = tokio::select! {
-            sent = self.out.send(Ok(resp)) => match sent {
-                Ok(()) => tokio::select! {
-                    v = rx => v.ok(),
-                    _ = self.gone.cancelled() => None,
-                    _ = tokio::time::sleep(STREAM_ACK_TIMEOUT) => None,
-                },
-                Err(_) => None,
-            },
+            v = tokio::time::timeout(STREAM_ACK_TIMEOUT, exchange) => v.ok().flatten(),
             _ = self.gone.cancelled() => None,
         };
         if verdict.is_none() {

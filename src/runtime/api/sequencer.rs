@@ -2,6 +2,7 @@
 //! ids from a segment reserved in the store, so most calls never leave the process.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tonic::Status;
@@ -17,6 +18,8 @@ type Segment = Arc<tokio::sync::Mutex<(i64, i64)>>;
 #[derive(Debug, Default)]
 pub struct SegmentCache {
     segments: std::sync::Mutex<HashMap<(String, String), Segment>>,
+    /// Cache size that triggers the next sweep (at least [`SEGMENT_CACHE_SWEEP_AT`]).
+    sweep_at: AtomicUsize,
 }
 
 /// Cache size at which used-up segments are swept.
@@ -56,11 +59,18 @@ pub async fn next_id(s: &Shared, r: rt::GetNextIdRequest) -> Result<rt::GetNextI
             .segments
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if map.len() >= SEGMENT_CACHE_SWEEP_AT {
-            // Many keys: forget segments nobody is using that have no ids left.
-            map.retain(|_, seg| {
-                Arc::strong_count(seg) > 1 || seg.try_lock().is_ok_and(|s| s.0 <= s.1)
-            });
+        let sweep_at = s
+            .segments
+            .sweep_at
+            .load(Ordering::Relaxed)
+            .max(SEGMENT_CACHE_SWEEP_AT);
+        if map.len() >= sweep_at {
+            // Many keys: forget the segments no call is using. Their unused ids become a gap;
+            // WEAK ids stay unique and increasing, since the store's counter has moved past
+            // them. The next sweep waits until the cache has doubled, so a cache of live keys
+            // is not rescanned on every call.
+            map.retain(|_, seg| Arc::strong_count(seg) > 1);
+            s.segments.sweep_at.store(map.len() * 2, Ordering::Relaxed);
         }
         map.entry((r.store_name.clone(), key.clone()))
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new((1, 0))))

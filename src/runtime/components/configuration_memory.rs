@@ -118,13 +118,25 @@ impl ConfigStore for MemoryConfigStore {
                     // Fell behind and missed changes: send the current value of every item
                     // the subscription covers instead.
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let now: Vec<ConfigItem> = items
+                        let mut now: Vec<ConfigItem> = items
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .iter()
                             .filter(|((app, ..), item)| matches(&q, app, item))
                             .map(|(_, i)| i.clone())
                             .collect();
+                        // A named key that is gone may have been deleted in what was missed:
+                        // report it as deleted (empty content), as a live delete would be.
+                        for key in &q.keys {
+                            if !now.iter().any(|i| &i.key == key) {
+                                now.push(ConfigItem {
+                                    key: key.clone(),
+                                    group: group(&q.group),
+                                    label: q.label.clone(),
+                                    ..Default::default()
+                                });
+                            }
+                        }
                         if !now.is_empty() && tx.send(now).await.is_err() {
                             break;
                         }

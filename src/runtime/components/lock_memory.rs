@@ -1,6 +1,7 @@
 //! `in-memory` lock store: owner and expiry per resource.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,8 @@ const PURGE_AT: usize = 4096;
 #[derive(Debug, Default)]
 pub struct MemoryLock {
     locks: Mutex<HashMap<String, (String, Instant)>>,
+    /// Table size that triggers the next sweep (at least [`PURGE_AT`]).
+    purge_at: AtomicUsize,
 }
 
 impl MemoryLock {
@@ -39,10 +42,12 @@ impl LockStore for MemoryLock {
             return Ok(false);
         }
         let now = Instant::now();
-        if locks.len() >= PURGE_AT {
+        if locks.len() >= self.purge_at.load(Ordering::Relaxed).max(PURGE_AT) {
             // Expired locks count as free; forget them so many short-lived resources do not
-            // grow the table forever.
+            // grow the table forever. The next sweep waits until the table has doubled, so a
+            // table of live locks is not rescanned on every call.
             locks.retain(|_, (_, until)| *until > now);
+            self.purge_at.store(locks.len() * 2, Ordering::Relaxed);
         }
         let until = now + Duration::from_secs(u64::from(expire_secs));
         locks.insert(key.to_string(), (owner.to_string(), until));

@@ -77,7 +77,7 @@ pub async fn connect(metadata: &Metadata) -> std::result::Result<RedisConn, Stri
     let info = ConnectionAddr::Tcp(host, port)
         .into_connection_info()
         .map_err(|e| format!("redisHost {addr:?}: {e}"))?
-        .set_tcp_settings(::redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        .set_tcp_settings(tcp_settings(dial_timeout + read_timeout));
     // The shared connection speaks RESP3: there the manager learns of a dropped connection as
     // it happens and reconnects at once, instead of failing the next call first. Dedicated
     // connections stay on RESP2, whose stream replies the `streams` types parse.
@@ -133,6 +133,20 @@ pub async fn connect(metadata: &Metadata) -> std::result::Result<RedisConn, Stri
         dial_timeout,
         read_timeout,
     })
+}
+
+/// TCP settings for every Redis connection: `TCP_NODELAY` (a command is one small write that must
+/// leave now), and keepalive probes plus `TCP_USER_TIMEOUT`, so a server that vanished without a
+/// reset (host down, address moved) is noticed and the manager reconnects, instead of every call
+/// timing out on a dead socket until the kernel gives up.
+fn tcp_settings(user_timeout: Duration) -> ::redis::io::tcp::TcpSettings {
+    let keepalive = ::redis::io::tcp::socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(2));
+    ::redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
+        .set_user_timeout(user_timeout)
 }
 
 impl RedisConn {

@@ -15,6 +15,7 @@ pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;
 pub mod workers;
 pub mod xds;

@@ -281,8 +281,6 @@ async fn bootstraps_start_and_serve_static_listeners() {
 enum Reason {
     /// A security filter layer8 does not implement (RBAC, ext_authz, Istio authn, JWT).
     SecurityFilter,
-    /// A filter chain terminates TLS (DownstreamTlsContext): not implemented yet.
-    DownstreamTls,
     /// `filter_chain_matcher` (waypoints): not implemented yet.
     FilterChainMatcher,
     /// Internal listeners and `envoy_internal_address` endpoints (ambient/HBONE): not implemented
@@ -295,8 +293,6 @@ enum Reason {
 fn classify(e: &ConfigError) -> Reason {
     if e.message.starts_with("security filter ") {
         Reason::SecurityFilter
-    } else if e.message == "downstream TLS termination is not supported yet" {
-        Reason::DownstreamTls
     } else if e.path == "filter_chain_matcher" {
         Reason::FilterChainMatcher
     } else if e.message == "internal listeners are not supported yet" {
@@ -323,9 +319,6 @@ struct Walk {
     endpoints: Counts,
     /// `(kind, name, reason)` of every rejected resource.
     rejected: BTreeSet<(&'static str, String, Reason)>,
-    /// Listeners rejected for downstream TLS, translated again with their transport sockets
-    /// removed (what happens once TLS termination lands): `None` = translated.
-    without_tls: BTreeSet<(String, Option<Reason>)>,
     /// Every skip note of every translated resource.
     notes: Vec<String>,
     /// What is printed (at once, so parallel tests do not interleave).
@@ -376,33 +369,7 @@ impl Walk {
         let l: Listener = any.to_msg().expect("Listener");
         let mut notes = Notes::default();
         let res = listener::translate(&l, &mut notes);
-        let tls = matches!(&res, Err(e) if classify(e) == Reason::DownstreamTls);
         self.record("listener", &l.name, res, &notes);
-        if tls {
-            // The security filters behind the TLS chains must still reject the listener.
-            let mut plain = l.clone();
-            for fc in plain
-                .filter_chains
-                .iter_mut()
-                .chain(plain.default_filter_chain.iter_mut())
-            {
-                fc.transport_socket = None;
-            }
-            let mut notes = Notes::default();
-            let outcome = match listener::translate(&plain, &mut notes) {
-                Ok(_) => {
-                    let _ = writeln!(self.log, "    without TLS: translated");
-                    self.notes.extend(notes.skipped);
-                    None
-                }
-                Err(e) => {
-                    let reason = classify(&e);
-                    let _ = writeln!(self.log, "    without TLS: REJECTED ({reason:?}): {e}");
-                    Some(reason)
-                }
-            };
-            self.without_tls.insert((l.name.clone(), outcome));
-        }
     }
 
     fn cluster(&mut self, any: &Any) {
@@ -508,8 +475,6 @@ struct Expect {
     translated: [usize; 4],
     /// Rejected `(kind, name, reason)`.
     rejected: Vec<(&'static str, &'static str, Reason)>,
-    /// The listeners rejected for downstream TLS, translated without their transport sockets.
-    without_tls: Vec<(&'static str, Option<Reason>)>,
 }
 
 fn expectations() -> Vec<Expect> {
@@ -517,17 +482,16 @@ fn expectations() -> Vec<Expect> {
     vec![
         Expect {
             dump: "sidecar-istio-1.20.json",
-            translated: [17, 24, 15, 0],
-            rejected: vec![("listener", "virtualInbound", DownstreamTls)],
-            // PERMISSIVE mTLS, no AuthorizationPolicy: only TLS stands in the way.
-            without_tls: vec![("virtualInbound", None)],
+            // Everything, virtualInbound's mTLS chains included.
+            translated: [18, 24, 15, 0],
+            rejected: vec![],
         },
         Expect {
             dump: "sidecar-istio-1.9.json",
-            translated: [21, 37, 16, 0],
-            rejected: vec![("listener", "virtualInbound", DownstreamTls)],
-            // Istio 1.9's HTTP `istio_authn` filter.
-            without_tls: vec![("virtualInbound", Some(SecurityFilter))],
+            // Everything, virtualInbound's mTLS chains and Istio 1.9's HTTP `istio_authn`
+            // (PERMISSIVE peer mTLS) included.
+            translated: [22, 37, 16, 0],
+            rejected: vec![],
         },
         Expect {
             dump: "waypoint-istio-1.21.json",
@@ -540,35 +504,28 @@ fn expectations() -> Vec<Expect> {
                     InternalListener,
                 ),
             ],
-            without_tls: vec![],
         },
         Expect {
             dump: "route-and-cluster-http.json",
             translated: [0, 1, 1, 0],
             rejected: vec![],
-            without_tls: vec![],
         },
         Expect {
             dump: "listeners-rbac-istio-1.18.yaml",
             translated: [25, 0, 0, 0],
             rejected: vec![
-                ("listener", "virtualInbound", DownstreamTls),
-                ("listener", "connect_terminate", DownstreamTls),
+                // The network `istio_authn` filter (a TypedStruct-wrapped
+                // io.istio.network.authn.Config, feeding RBAC) comes first in both.
+                ("listener", "virtualInbound", SecurityFilter),
+                ("listener", "connect_terminate", SecurityFilter),
                 ("listener", "main_internal", InternalListener),
                 ("listener", "connect_originate", InternalListener),
-            ],
-            // The network `istio_authn` filter (a TypedStruct-wrapped io.istio.network.authn.Config)
-            // comes first in both; RBAC and ext_authz follow it in virtualInbound.
-            without_tls: vec![
-                ("virtualInbound", Some(SecurityFilter)),
-                ("connect_terminate", Some(SecurityFilter)),
             ],
         },
         Expect {
             dump: "endpoints-bookinfo.json",
             translated: [0, 0, 0, 37],
             rejected: vec![],
-            without_tls: vec![],
         },
     ]
 }
@@ -604,17 +561,6 @@ fn config_dumps_translate() {
             failures.push(format!(
                 "{}: rejected {:#?}, expected {expected:#?}",
                 e.dump, w.rejected
-            ));
-        }
-        let expected: BTreeSet<(String, Option<Reason>)> = e
-            .without_tls
-            .into_iter()
-            .map(|(n, r)| (n.to_string(), r))
-            .collect();
-        if w.without_tls != expected {
-            failures.push(format!(
-                "{}: without TLS {:#?}, expected {expected:#?}",
-                e.dump, w.without_tls
             ));
         }
         for n in &w.notes {

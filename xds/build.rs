@@ -34,6 +34,8 @@ const FILES: &[&str] = &[
     "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",
     "udpa/type/v1/typed_struct.proto",
     "xds/type/v3/typed_struct.proto",
+    "istio/authentication/v1alpha1/policy.proto",
+    "istio/envoy/config/filter/http/authn/v2alpha1/config.proto",
 ];
 
 fn rust_path(package: &str) -> String {

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::{ConfigError, Ctx, Notes};
 use crate::model::listener::RouteSource;
+use crate::model::secret::SecretSource;
 use crate::model::Snapshot;
 use crate::upstream::Cluster;
 
@@ -221,6 +222,21 @@ pub fn build_snapshot(
         };
         snap.clusters.insert(live.name.clone(), live);
     }
+    for (i, s) in sr.secrets.iter().enumerate() {
+        let secret = super::secret::translate(s)?;
+        if snap
+            .secrets
+            .insert(s.name.clone(), Arc::new(secret))
+            .is_some()
+        {
+            return Err(ConfigError::new(
+                format!("secret '{}'", s.name),
+                format!("static_resources.secrets[{i}].name"),
+                "duplicate secret name",
+            ));
+        }
+    }
+    let lookup = |name: &str| snap.secrets.get(name).cloned();
     let mut routes: HashMap<String, Arc<crate::model::route::RouteTable>> = HashMap::new();
     let mut listener_names = std::collections::HashSet::new();
     for l in &sr.listeners {
@@ -231,6 +247,18 @@ pub fn build_snapshot(
                 "name",
                 "duplicate listener name",
             ));
+        }
+        let lctx = Ctx::new("listener", &compiled.name);
+        for tls in compiled.tls_contexts() {
+            for r in tls.settings.secret_refs() {
+                if r.source == SecretSource::Static && !snap.secrets.contains_key(&r.name) {
+                    return Err(lctx
+                        .at("transport_socket")
+                        .err(format!("unknown static secret '{}'", r.name)));
+                }
+            }
+            crate::tls::server::resolve(tls, &lookup)
+                .map_err(|e| lctx.at("transport_socket").err(e.to_string()))?;
         }
         for chain in compiled
             .filter_chains

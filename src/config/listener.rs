@@ -75,18 +75,22 @@ pub fn translate(l: &pb::Listener, notes: &mut Notes) -> Result<ListenerConfig, 
     }
     #[allow(deprecated)]
     let use_original_dst = l.use_original_dst.as_ref().is_some_and(|b| b.value);
+    let stat_prefix = format!("listener.{}", stat_address(&address));
     let mut chains = Vec::new();
     for (i, fc) in l.filter_chains.iter().enumerate() {
         chains.push(Arc::new(filter_chain(
             fc,
             &ctx.at(format!("filter_chains[{i}]")),
+            &stat_prefix,
             notes,
         )?));
     }
     let default_chain = l
         .default_filter_chain
         .as_ref()
-        .map(|fc| filter_chain(fc, &ctx.at("default_filter_chain"), notes).map(Arc::new))
+        .map(|fc| {
+            filter_chain(fc, &ctx.at("default_filter_chain"), &stat_prefix, notes).map(Arc::new)
+        })
         .transpose()?;
     // Envoy rejects two chains with identical match criteria.
     for i in 0..chains.len() {
@@ -100,7 +104,7 @@ pub fn translate(l: &pb::Listener, notes: &mut Notes) -> Result<ListenerConfig, 
     }
     Ok(ListenerConfig {
         name: l.name.clone(),
-        stat_prefix: format!("listener.{}", stat_address(&address)),
+        stat_prefix,
         address,
         // `deprecated_v1.bind_to_port` is how istiod before 1.10 said `bind_to_port: false`.
         #[allow(deprecated)]
@@ -232,22 +236,23 @@ fn chain_match(m: &pb::FilterChainMatch, ctx: &Ctx) -> Result<ChainMatch, Config
 fn filter_chain(
     fc: &pb::FilterChain,
     ctx: &Ctx,
+    stat_prefix: &str,
     notes: &mut Notes,
 ) -> Result<FilterChain, ConfigError> {
     let matcher = match &fc.filter_chain_match {
         Some(m) => chain_match(m, &ctx.at("filter_chain_match"))?,
         None => ChainMatch::default(),
     };
-    let tls = fc
-        .transport_socket
+    let tls = match &fc.transport_socket {
+        Some(ts) => downstream_tls(ts, &ctx.at("transport_socket"), stat_prefix, notes)?,
+        None => None,
+    };
+    let handshake_timeout = fc
+        .transport_socket_connect_timeout
         .as_ref()
-        .is_some_and(super::is_tls_transport);
-    if tls {
-        // Terminating TLS is the mTLS issue's work; serving plaintext instead would be wrong.
-        return Err(ctx
-            .at("transport_socket")
-            .err("downstream TLS termination is not supported yet"));
-    }
+        .map(|d| super::duration(d, &ctx.at("transport_socket_connect_timeout")))
+        .transpose()?
+        .filter(|d| !d.is_zero());
     let mut terminal = None;
     for (i, f) in fc.filters.iter().enumerate() {
         let fctx = ctx.at(format!("filters[{i}]"));
@@ -316,7 +321,36 @@ fn filter_chain(
         matcher,
         terminal,
         tls,
+        handshake_timeout,
     })
+}
+
+/// A chain's TLS transport socket. Contexts whose certificates are all inline are built now (a
+/// bad certificate is a config error); those waiting for SDS secrets are built when they come.
+fn downstream_tls(
+    ts: &core::TransportSocket,
+    ctx: &Ctx,
+    stat_prefix: &str,
+    notes: &mut Notes,
+) -> Result<Option<Arc<crate::model::tls::DownstreamTls>>, ConfigError> {
+    use crate::model::tls::{DownstreamTls, TlsStats};
+    let Some(settings) = super::tls::downstream(ts, ctx, notes)? else {
+        return Ok(None);
+    };
+    let c = |s: &str| stats::counter(format!("{stat_prefix}.ssl.{s}"));
+    let tls = DownstreamTls {
+        settings,
+        server: Default::default(),
+        stats: TlsStats {
+            handshake: c("handshake"),
+            connection_error: c("connection_error"),
+            fail_verify_san: c("fail_verify_san"),
+            no_certificate: c("no_certificate"),
+            no_secret: c("no_secret"),
+        },
+    };
+    crate::tls::server::resolve(&tls, &|_| None).map_err(|e| ctx.err(e.to_string()))?;
+    Ok(Some(Arc::new(tls)))
 }
 
 /// The `layer8.runtime` filter: a `TypedStruct` whose `value` is Layotto's `grpc_config` (or
@@ -447,6 +481,7 @@ fn http_connection_manager(
     };
     let mut saw_router = false;
     let mut skipped = Vec::new();
+    let mut peer_authn = None;
     for (i, f) in h.http_filters.iter().enumerate() {
         let fctx = ctx.at(format!("http_filters[{i}]"));
         if saw_router {
@@ -459,6 +494,16 @@ fn http_connection_manager(
             Some(hcm::http_filter::ConfigType::TypedConfig(a)) => config_type_url(a),
             _ => String::new(),
         };
+        if ty.ends_with(super::authn::ISTIO_AUTHN_TYPE) {
+            if peer_authn.is_some() {
+                return Err(fctx.err("a second istio_authn filter"));
+            }
+            let Some(hcm::http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                return Err(fctx.at("typed_config").err("required"));
+            };
+            peer_authn = Some(super::authn::istio_authn(any, &fctx.at("typed_config"))?);
+            continue;
+        }
         match http_filter_kind(&f.name, &ty) {
             HttpFilterKind::Router => saw_router = true,
             HttpFilterKind::Observational => {
@@ -560,6 +605,7 @@ fn http_connection_manager(
             .transpose()?,
         upgrades,
         skipped_filters: skipped,
+        peer_authn,
         stats: HcmStats {
             cx_total: c("downstream_cx_total"),
             cx_active: stats::gauge(format!("{p}downstream_cx_active")),
@@ -570,6 +616,7 @@ fn http_connection_manager(
             no_cluster: c("no_cluster"),
             rq_redirect: c("rq_redirect"),
             rq_direct_response: c("rq_direct_response"),
+            rq_peer_authn_failed: c("istio_authn.peer_authn_failed"),
             rq_timeout: c("downstream_rq_timeout"),
             rq_idle_timeout: c("downstream_rq_idle_timeout"),
             rq_http1: c("downstream_rq_http1_total"),

@@ -5,6 +5,7 @@
 //! recognised by type URL (falling back to filter name); security-relevant ones that layer8 does
 //! not implement reject the resource, observational ones are skipped and counted.
 
+pub mod authn;
 pub mod bootstrap;
 pub mod cluster;
 pub mod config_source;
@@ -13,6 +14,7 @@ pub mod layotto;
 pub mod listener;
 pub mod route;
 pub mod secret;
+pub mod tls;
 
 use std::hash::Hasher;
 use std::time::Duration;

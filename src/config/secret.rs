@@ -44,9 +44,12 @@ pub fn translate(s: &tls::Secret) -> Result<Secret, ConfigError> {
                 .private_key
                 .as_ref()
                 .ok_or_else(|| ctx.at("private_key").err("required"))?;
+            let cert_chain = data_source(chain, &ctx.at("certificate_chain"))?;
+            let private_key = data_source(key, &ctx.at("private_key"))?;
+            crate::tls::check_certificate(&cert_chain, &private_key).map_err(|e| ctx.err(e))?;
             Ok(Secret::TlsCertificate {
-                cert_chain: data_source(chain, &ctx.at("certificate_chain"))?,
-                private_key: data_source(key, &ctx.at("private_key"))?,
+                cert_chain,
+                private_key,
             })
         }
         Some(Type::ValidationContext(v)) => {
@@ -55,18 +58,11 @@ pub fn translate(s: &tls::Secret) -> Result<Secret, ConfigError> {
                 Some(d) => data_source(d, &ctx.at("trusted_ca"))?,
                 None => Vec::new(),
             };
-            #[allow(deprecated)]
-            let match_sans = v
-                .match_subject_alt_names
-                .iter()
-                .filter_map(|m| match &m.match_pattern {
-                    Some(layer8_xds::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Exact(e)) => Some(e.clone()),
-                    _ => None,
-                })
-                .collect();
+            let san_matchers =
+                super::tls::validation_context(v, &ctx, &mut super::Notes::default())?;
             Ok(Secret::ValidationContext {
                 trusted_ca,
-                match_sans,
+                san_matchers,
             })
         }
         Some(Type::SessionTicketKeys(_)) | Some(Type::GenericSecret(_)) => Ok(Secret::Other),
@@ -74,7 +70,8 @@ pub fn translate(s: &tls::Secret) -> Result<Secret, ConfigError> {
     }
 }
 
-fn secret_ref(c: &tls::SdsSecretConfig, ctx: &Ctx) -> Result<SecretRef, ConfigError> {
+/// An `SdsSecretConfig`: the secret's name and where it comes from.
+pub fn secret_ref(c: &tls::SdsSecretConfig, ctx: &Ctx) -> Result<SecretRef, ConfigError> {
     if c.name.is_empty() {
         return Err(ctx.at("name").err("must not be empty"));
     }
@@ -83,11 +80,7 @@ fn secret_ref(c: &tls::SdsSecretConfig, ctx: &Ctx) -> Result<SecretRef, ConfigEr
         .as_ref()
         .and_then(|s| s.config_source_specifier.as_ref())
     {
-        None => {
-            return Err(ctx
-                .at("sds_config")
-                .err("static secrets by name (no sds_config) are not supported"))
-        }
+        None => SecretSource::Static,
         Some(spec) => match super::config_source::source(spec, &ctx.at("sds_config"))? {
             super::config_source::Source::Ads => SecretSource::Ads,
             super::config_source::Source::Cluster(c) => SecretSource::Cluster(c),

@@ -1,6 +1,7 @@
 //! `envoy.filters.network.http_connection_manager`: HTTP/1.1 and HTTP/2 (h2c prior knowledge,
 //! chosen per connection by the codec setting) on hyper, each request handed to the [`router`].
 
+pub mod authn;
 pub mod conn_io;
 pub mod forward;
 pub mod headers;
@@ -47,6 +48,8 @@ pub struct ConnCtx {
     /// The snapshot current when the connection started; requests use it while it is still
     /// the published one (no shared reference-count traffic per request).
     pub snapshot: Arc<crate::model::Snapshot>,
+    /// Whether `istio_authn` (if configured) authenticated the peer; decided per connection.
+    pub peer_authenticated: bool,
 }
 
 /// Wait until the connection's listener generation is drained.
@@ -112,7 +115,12 @@ pub async fn serve<S>(
     let notice = Arc::new(Notice::default());
     let io = ConnIo::new(stream, replay, h2.then(|| notice.clone()));
     let state_snapshot = state.snapshots.load();
+    let peer_authenticated = hcm
+        .peer_authn
+        .as_ref()
+        .is_none_or(|p| authn::allows(p, info.tls.as_ref()));
     let ctx = Arc::new(ConnCtx {
+        peer_authenticated,
         hcm: hcm.clone(),
         info,
         state,

@@ -139,6 +139,11 @@ pub(super) async fn route_and_forward(
             req.version(),
         );
     }
+    if !ctx.peer_authenticated {
+        // istio_authn, the first HTTP filter: Istio's reply to a failed peer authentication.
+        hcm.stats.rq_peer_authn_failed.increment(1);
+        return local_reply::reply(StatusCode::UNAUTHORIZED, "Peer authentication failed.");
+    }
     if hcm.normalize_path || hcm.merge_slashes {
         let pq = req
             .uri()

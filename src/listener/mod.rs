@@ -10,10 +10,11 @@ pub mod original_dst;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::model::listener::{ListenerConfig, NetworkFilter};
+use crate::model::listener::{FilterChain, ListenerConfig, NetworkFilter};
 use crate::server::State;
 
 pub use manager::ListenerManager;
@@ -33,6 +34,8 @@ pub struct ConnInfo {
     pub transport: &'static str,
     /// ALPN protocols (TLS) or the http_inspector's protocol (`http/1.1`, `h2c`).
     pub app_protocols: Vec<String>,
+    /// TLS terminated by the chain: what the handshake established.
+    pub tls: Option<crate::tls::Handshake>,
 }
 
 impl ConnInfo {
@@ -60,6 +63,7 @@ pub async fn serve_tcp(
         sni: None,
         transport: "raw_buffer",
         app_protocols: Vec::new(),
+        tls: None,
     };
     let mut listener = listener;
     if listener.inspectors.original_dst || listener.use_original_dst {
@@ -101,6 +105,45 @@ pub async fn serve_tcp(
         tracing::debug!(listener = %listener.name, peer = %info.peer, "no filter chain matched; closing");
         return;
     };
+    serve_chain(stream, &chain, info, state, drain).await;
+}
+
+/// Run the chain's transport socket (TLS termination, if any), then its terminal filter.
+async fn serve_chain<S>(
+    stream: S,
+    chain: &FilterChain,
+    mut info: ConnInfo,
+    state: Arc<State>,
+    drain: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    match &chain.tls {
+        None => serve_filter(stream, chain, info, state, drain).await,
+        Some(tls) => {
+            let Some((stream, hs)) = crate::tls::accept(stream, tls, chain.handshake_timeout).await
+            else {
+                return;
+            };
+            info.transport = "tls";
+            if hs.sni.is_some() {
+                info.sni = hs.sni.clone();
+            }
+            info.tls = Some(hs);
+            serve_filter(stream, chain, info, state, drain).await;
+        }
+    }
+}
+
+async fn serve_filter<S>(
+    stream: S,
+    chain: &FilterChain,
+    info: ConnInfo,
+    state: Arc<State>,
+    drain: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     match &chain.terminal {
         NetworkFilter::TcpProxy(t) => crate::tcp::proxy(stream, t.clone(), info, state).await,
         NetworkFilter::Http(h) => crate::http::serve(stream, h.clone(), info, state, drain).await,
@@ -124,14 +167,10 @@ pub async fn serve_unix(
         sni: None,
         transport: "raw_buffer",
         app_protocols: Vec::new(),
+        tls: None,
     };
     let Some(chain) = filter_chain::select(&listener, &info) else {
         return;
     };
-    match &chain.terminal {
-        NetworkFilter::TcpProxy(t) => crate::tcp::proxy(stream, t.clone(), info, state).await,
-        NetworkFilter::Http(h) => crate::http::serve(stream, h.clone(), info, state, drain).await,
-        NetworkFilter::Runtime(r) => crate::runtime::serve(stream, r.clone(), state, drain).await,
-        NetworkFilter::Actuator => crate::runtime::actuator::serve(stream, state).await,
-    }
+    serve_chain(stream, &chain, info, state, drain).await;
 }

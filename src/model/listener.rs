@@ -53,6 +53,16 @@ pub struct ListenerConfig {
     pub config_hash: u64,
 }
 
+impl ListenerConfig {
+    /// The TLS contexts of its filter chains (default chain included).
+    pub fn tls_contexts(&self) -> impl Iterator<Item = &Arc<super::tls::DownstreamTls>> {
+        self.filter_chains
+            .iter()
+            .chain(self.default_chain.iter())
+            .filter_map(|c| c.tls.as_ref())
+    }
+}
+
 /// Which listener filters run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Inspectors {
@@ -144,8 +154,10 @@ pub struct FilterChain {
     pub matcher: ChainMatch,
     /// The terminal network filter.
     pub terminal: NetworkFilter,
-    /// Whether the chain terminates TLS (a `transport_socket` with DownstreamTlsContext).
-    pub tls: bool,
+    /// The chain's TLS transport socket (a `transport_socket` with a DownstreamTlsContext).
+    pub tls: Option<Arc<super::tls::DownstreamTls>>,
+    /// `transport_socket_connect_timeout`: how long the TLS handshake may take (none: no limit).
+    pub handshake_timeout: Option<Duration>,
 }
 
 /// The terminal network filter of a chain.
@@ -272,6 +284,8 @@ pub struct HcmConfig {
     pub upgrades: Vec<String>,
     /// HTTP filters that run before the router (names, for logs; all are observational today).
     pub skipped_filters: Vec<String>,
+    /// Istio's `istio_authn` peer authentication, when the chain has it.
+    pub peer_authn: Option<super::authn::PeerAuthn>,
     /// Stats.
     pub stats: HcmStats,
 }
@@ -308,6 +322,8 @@ pub struct HcmStats {
     pub rq_redirect: metrics::Counter,
     /// `rq_direct_response`.
     pub rq_direct_response: metrics::Counter,
+    /// `istio_authn.peer_authn_failed`: requests refused by `istio_authn` (401).
+    pub rq_peer_authn_failed: metrics::Counter,
     /// `downstream_rq_timeout`.
     pub rq_timeout: metrics::Counter,
     /// `downstream_rq_idle_timeout`.

@@ -7,6 +7,8 @@ pub enum SecretSource {
     Ads,
     /// A separate SDS stream to the bootstrap cluster of this name (istio's `sds-grpc`).
     Cluster(String),
+    /// The bootstrap's `static_resources.secrets` (a reference by name, without `sds_config`).
+    Static,
 }
 
 /// A secret referenced by a cluster or listener (`sds_secret_config`).
@@ -19,7 +21,7 @@ pub struct SecretRef {
 }
 
 /// A compiled secret.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Secret {
     /// A certificate chain and its private key (PEM).
     TlsCertificate {
@@ -32,8 +34,8 @@ pub enum Secret {
     ValidationContext {
         /// PEM CA bundle.
         trusted_ca: Vec<u8>,
-        /// Exact subject alternative names to accept (empty: any).
-        match_sans: Vec<String>,
+        /// SAN matchers a peer certificate must pass (empty: any).
+        san_matchers: Vec<super::tls::SanMatch>,
     },
     /// A kind layer8 stores but does not use (session ticket keys, generic secrets).
     Other,
@@ -49,11 +51,11 @@ impl std::fmt::Debug for Secret {
                 .finish_non_exhaustive(),
             Secret::ValidationContext {
                 trusted_ca,
-                match_sans,
+                san_matchers,
             } => f
                 .debug_struct("ValidationContext")
                 .field("trusted_ca_bytes", &trusted_ca.len())
-                .field("match_sans", match_sans)
+                .field("san_matchers", san_matchers)
                 .finish(),
             Secret::Other => f.write_str("Other"),
         }

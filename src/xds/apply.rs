@@ -302,11 +302,21 @@ pub fn listeners(d: &mut Dynamic, u: &Update) -> Outcome {
         {
             continue;
         }
+        let tls_ready = match d.resolve_tls(&cfg) {
+            Ok(ready) => ready,
+            Err(e) => {
+                out.reject(
+                    &r.name,
+                    format!("listener '{}': transport_socket: {e}", cfg.name),
+                );
+                continue;
+            }
+        };
         let entry = Entry {
             item: cfg.clone(),
             meta: meta(r, now),
         };
-        if d.routes_ready(&cfg) {
+        if tls_ready && d.routes_ready(&cfg) {
             d.warming_listeners.remove(&cfg.name);
             let stat = if let Some(prev) = d.listeners.insert(cfg.name.clone(), entry) {
                 out.replaced_listeners.push((cfg.name.clone(), prev));
@@ -318,8 +328,13 @@ pub fn listeners(d: &mut Dynamic, u: &Update) -> Outcome {
             out.publish = true;
             out.listeners_changed = true;
         } else {
-            // Wait as long as the slowest route configuration may take (forever if any does).
-            let timeouts: Vec<_> = rds_names(&cfg).map(|(_, t)| t).collect();
+            // Wait as long as the slowest route configuration or secret may take (forever if
+            // any does).
+            let secrets = cfg
+                .tls_contexts()
+                .filter(|t| t.server.load().is_none())
+                .map(|t| t.settings.sds_fetch_timeout);
+            let timeouts: Vec<_> = rds_names(&cfg).map(|(_, t)| t).chain(secrets).collect();
             let wait = if timeouts.iter().any(Option::is_none) {
                 None
             } else {
@@ -345,12 +360,12 @@ pub fn listeners(d: &mut Dynamic, u: &Update) -> Outcome {
     out
 }
 
-/// Move warming listeners whose routes are all here to active.
+/// Move warming listeners whose routes and secrets are all here to active.
 fn promote_listeners(d: &mut Dynamic, out: &mut Outcome) {
     let ready: Vec<String> = d
         .warming_listeners
         .iter()
-        .filter(|(_, w)| d.routes_ready(&w.entry.item))
+        .filter(|(_, w)| d.routes_ready(&w.entry.item) && d.tls_ready(&w.entry.item))
         .map(|(n, _)| n.clone())
         .collect();
     for name in ready {
@@ -414,10 +429,12 @@ pub fn routes(d: &mut Dynamic, u: &Update) -> Outcome {
     out
 }
 
-/// SDS.
+/// SDS: a secret takes effect in every TLS context that uses it (rebuilt in place: listeners and
+/// their connections stay); listeners warming for it become active.
 pub fn secrets(d: &mut Dynamic, u: &Update) -> Outcome {
     let mut out = Outcome::default();
     let now = SystemTime::now();
+    let mut changed = std::collections::BTreeSet::new();
     for r in &u.resources {
         let prefix = format!("sds.{}.", r.name);
         let Some(pb) = decode::<PbSecret>(r, "secret", &mut out) else {
@@ -434,6 +451,7 @@ pub fn secrets(d: &mut Dynamic, u: &Update) -> Outcome {
                         meta: meta(r, now),
                     },
                 );
+                changed.insert(pb.name.clone());
                 out.publish = true;
             }
             Err(e) => {
@@ -443,8 +461,31 @@ pub fn secrets(d: &mut Dynamic, u: &Update) -> Outcome {
         }
     }
     for name in &u.removed {
+        // Contexts built from a removed secret keep serving it, as Envoy's do.
         out.publish |= d.secrets.remove(name).is_some();
     }
+    // Rebuild the contexts that use a changed secret. One that cannot be built with it keeps its
+    // last good configs, and the update is NACKed naming both.
+    let mut failed = Vec::new();
+    for l in d.all_listeners() {
+        let uses = |t: &&Arc<crate::model::tls::DownstreamTls>| {
+            t.settings.secret_refs().any(|r| changed.contains(&r.name))
+        };
+        if !l.tls_contexts().any(|t| uses(&t)) {
+            continue;
+        }
+        if let Err(e) = d.resolve_tls(l) {
+            failed.push((l.name.clone(), e));
+        }
+    }
+    for (listener, e) in failed {
+        let secret = changed.iter().cloned().collect::<Vec<_>>().join(", ");
+        out.reject(
+            &secret,
+            format!("listener '{listener}': transport_socket: {e} (secrets updated: {secret})"),
+        );
+    }
+    promote_listeners(d, &mut out);
     out
 }
 

@@ -54,6 +54,7 @@ pub struct Dynamic {
     static_listeners: Vec<Arc<ListenerConfig>>,
     static_clusters: HashMap<Arc<str>, Arc<Cluster>>,
     static_routes: HashMap<String, Arc<RouteTable>>,
+    static_secrets: HashMap<String, Arc<Secret>>,
     /// Active clusters.
     pub clusters: BTreeMap<String, Entry<Arc<Cluster>>>,
     /// Clusters waiting for their endpoints.
@@ -81,6 +82,7 @@ impl Dynamic {
             static_listeners: base.listeners.clone(),
             static_clusters: base.clusters.clone(),
             static_routes: base.routes.clone(),
+            static_secrets: base.secrets.clone(),
             ..Default::default()
         };
         // Static EDS clusters (istio's `local_cluster`) take their endpoints over ADS too.
@@ -123,9 +125,14 @@ impl Dynamic {
             clusters,
             routes,
             secrets: self
-                .secrets
+                .static_secrets
                 .iter()
-                .map(|(n, e)| (n.clone(), e.item.clone()))
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .chain(
+                    self.secrets
+                        .iter()
+                        .map(|(n, e)| (n.clone(), e.item.clone())),
+                )
                 .collect(),
             built_at: None,
         }
@@ -186,16 +193,50 @@ impl Dynamic {
         out
     }
 
-    /// Secrets referenced by clusters (static and dynamic).
+    /// Secrets referenced by clusters and listeners (static and dynamic, active and warming).
     pub fn secret_refs(&self) -> BTreeSet<SecretRef> {
         let statics = self.static_clusters.values();
         let active = self.clusters.values().map(|e| &e.item);
         let warming = self.warming_clusters.values().map(|w| &w.entry.item);
-        statics
+        let mut out: BTreeSet<SecretRef> = statics
             .chain(active)
             .chain(warming)
             .flat_map(|c| c.config.secrets.iter().cloned())
-            .collect()
+            .collect();
+        for l in self.all_listeners() {
+            for t in l.tls_contexts() {
+                out.extend(t.settings.secret_refs().cloned());
+            }
+        }
+        out
+    }
+
+    /// Every listener held: static, active and warming.
+    pub fn all_listeners(&self) -> impl Iterator<Item = &Arc<ListenerConfig>> {
+        let dynamic = self.listeners.values().map(|e| &e.item);
+        let warming = self.warming_listeners.values().map(|w| &w.entry.item);
+        self.static_listeners.iter().chain(dynamic).chain(warming)
+    }
+
+    /// Build a listener's TLS contexts from the secrets held. `Ok(true)`: every context has its
+    /// certificates (the listener need not warm for secrets).
+    pub fn resolve_tls(&self, l: &ListenerConfig) -> Result<bool, crate::tls::TlsError> {
+        let lookup = |name: &str| {
+            self.secrets
+                .get(name)
+                .map(|e| e.item.clone())
+                .or_else(|| self.static_secrets.get(name).cloned())
+        };
+        let mut ready = true;
+        for t in l.tls_contexts() {
+            ready &= crate::tls::server::resolve(t, &lookup)?;
+        }
+        Ok(ready)
+    }
+
+    /// Whether a listener's TLS contexts all have their certificates.
+    pub fn tls_ready(&self, l: &ListenerConfig) -> bool {
+        l.tls_contexts().all(|t| t.server.load().is_some())
     }
 
     /// Forget endpoint assignments and route configurations nothing references any more (the

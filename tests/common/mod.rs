@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod pki;
 pub mod runtime;
 pub mod xds;
 

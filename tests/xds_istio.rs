@@ -1,18 +1,21 @@
 //! Real istiod output over ADS, in a pod-like network namespace.
 //!
 //! The in-repo control plane serves the dynamic resources of the Istio 1.20 and 1.9 sidecar config
-//! dumps (listeners, clusters, routes, secrets) unchanged, plus one endpoint assignment per EDS
-//! cluster pointing at a local upstream that answers with the cluster's name. layer8 starts from
+//! dumps (listeners, clusters, routes) unchanged, plus one endpoint assignment per EDS cluster
+//! pointing at a local upstream that answers with the cluster's name. The dumps' secrets have
+//! their private keys redacted, so the SDS stream (istio-agent's job, not istiod's) serves
+//! `default` and `ROOTCA` from a test CA for `cluster.local` instead. layer8 starts from
 //! the bootstrap pilot-agent renders (`fixtures/istio/bootstrap/default.json`: xds-grpc and
 //! sds-grpc on Unix sockets, Delta ADS; SotW for the 1.9 run), as uid 65534 inside a namespace
 //! where iptables redirects outbound TCP to `virtualOutbound` (15001) as istio-iptables does.
 //!
-//! Checked: every type is ACKed, except LDS while `virtualInbound` is in it (downstream TLS
-//! termination is the mTLS issue's work; the NACK names the listener and field, and every other
-//! listener is applied, as in Envoy); without `virtualInbound` LDS is ACKed too. Then, for every
-//! virtual host of every route configuration that routes `/` to an EDS cluster, a request to a
-//! service address with that Host header is captured, handed to the listener Istio meant, and
-//! answered by the cluster the route names.
+//! Checked: every type is ACKed and every listener is active. For every virtual host of every
+//! route configuration that routes `/` to an EDS cluster, a request to a service address with
+//! that Host header is captured, handed to the listener Istio meant, and answered by the cluster
+//! the route names. Inbound, as istio-iptables captures it to `virtualInbound` (15006): a peer
+//! sidecar's mutual TLS (ALPN `istio-http/1.1`, a `spiffe://cluster.local/...` certificate)
+//! reaches the app through the inbound cluster, and so does plaintext (PERMISSIVE); a client
+//! certificate from another trust domain or another CA is refused in the handshake.
 
 mod common;
 
@@ -21,6 +24,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::netns::Netns;
+use common::pki::Ca;
 use common::*;
 use layer8_test_control_plane::files::resources_from_config_dump;
 use layer8_test_control_plane::ControlPlane;
@@ -38,13 +42,20 @@ use serde_json::Value;
 
 /// A second layer8 as the upstreams: one listener per EDS cluster (HTTP/1.1 and h2c, as Istio
 /// clusters may speak either) answering with the cluster's name.
-fn upstreams_bootstrap(ports: &BTreeMap<u16, String>) -> String {
+fn upstreams_bootstrap(ports: &BTreeMap<u16, String>, app_port: u16) -> String {
     let mut listeners = String::new();
-    for (port, name) in ports {
+    let app = [(app_port, "inbound-app".to_string())];
+    for (port, name) in ports.iter().chain(app.iter().map(|(p, n)| (p, n))) {
+        // The app listens on every address of the pod, as a container does.
+        let ip = if *port == app_port {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        };
         listeners.push_str(&format!(
             r#"
   - name: up_{port}
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -174,11 +185,78 @@ fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// The dump's secrets replaced by usable ones: `default` for
+/// `spiffe://cluster.local/ns/default/sa/app` and `ROOTCA`, both from `ca`.
+fn with_test_secrets(resources: Vec<Any>, ca: &Ca) -> Vec<Any> {
+    let leaf = ca.leaf(&["spiffe://cluster.local/ns/default/sa/app"]);
+    let default = common::xds::any(serde_json::json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": "default",
+        "tls_certificate": {"certificate_chain": {"inline_string": leaf.cert_pem},
+                            "private_key": {"inline_string": leaf.key_pem}}
+    }));
+    let root = common::xds::any(serde_json::json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name": "ROOTCA",
+        "validation_context": {"trusted_ca": {"inline_string": ca.pem()}}
+    }));
+    resources
+        .into_iter()
+        .filter(|a| a.type_url != SECRET)
+        .chain([default, root])
+        .collect()
+}
+
+/// A peer sidecar's request over mutual TLS (openssl as the client: curl cannot offer Istio's
+/// ALPN): the HTTP response, or the error output.
+fn mtls_request(ns: &Netns, dir: &Path, to: &str, cert: &str) -> String {
+    let script = format!(
+        "printf 'GET /inbound HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n' | \
+         timeout 10 openssl s_client -quiet -connect {to} -alpn istio-http/1.1 \
+         -cert {d}/{cert}.pem -key {d}/{cert}.key -CAfile {d}/ca.pem -verify_return_error 2>&1",
+        d = dir.display()
+    );
+    let out = ns
+        .cmd(&["sh", "-c", &script])
+        .output()
+        .expect("openssl s_client");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The port of the dump's inbound HTTP service (the `inbound|<port>||` cluster).
+fn inbound_port(resources: &[Any]) -> u16 {
+    resources
+        .iter()
+        .filter(|a| a.type_url == CLUSTER)
+        .filter_map(|a| a.to_msg::<Cluster>().ok())
+        .find_map(|c| {
+            c.name
+                .strip_prefix("inbound|")
+                .and_then(|r| r.strip_suffix("||"))
+                .and_then(|p| p.parse().ok())
+        })
+        .expect("an inbound cluster")
+}
+
 async fn serve_dump(dump: &str, delta: bool) {
     let dir = temp_dir("istio-xds");
     chmod(&dir, 0o755);
-    let resources = resources_from_config_dump(&istio_fixtures().join("config-dumps").join(dump))
-        .unwrap_or_else(|e| panic!("{dump}: {e}"));
+    let ca = Ca::new("cluster.local");
+    let resources = with_test_secrets(
+        resources_from_config_dump(&istio_fixtures().join("config-dumps").join(dump))
+            .unwrap_or_else(|e| panic!("{dump}: {e}")),
+        &ca,
+    );
+    let app_port = inbound_port(&resources);
+    // A peer sidecar's certificate, one from another trust domain, one from another CA.
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    ca.leaf(&["spiffe://cluster.local/ns/default/sa/sleep"])
+        .write(&dir, "peer");
+    ca.leaf(&["spiffe://other.domain/ns/default/sa/sleep"])
+        .write(&dir, "foreign");
+    Ca::new("cluster.local")
+        .leaf(&["spiffe://cluster.local/ns/default/sa/sleep"])
+        .write(&dir, "untrusted");
     // One upstream port per EDS cluster; its endpoints point there.
     let mut eds: BTreeMap<String, String> = BTreeMap::new();
     let mut ports: BTreeMap<u16, String> = BTreeMap::new();
@@ -223,7 +301,11 @@ async fn serve_dump(dump: &str, delta: bool) {
     chmod(&dir.join("XDS"), 0o777);
     chmod(&sds_path, 0o777);
     std::fs::write(dir.join("bootstrap.json"), bootstrap(&dir, delta)).expect("write");
-    std::fs::write(dir.join("upstreams.yaml"), upstreams_bootstrap(&ports)).expect("write");
+    std::fs::write(
+        dir.join("upstreams.yaml"),
+        upstreams_bootstrap(&ports, app_port),
+    )
+    .expect("write");
     chmod(&dir.join("bootstrap.json"), 0o644);
 
     let mut ns = Netns::new();
@@ -236,9 +318,13 @@ async fn serve_dump(dump: &str, delta: bool) {
     ns.exec(&["ip", "link", "set", "eth1", "up"]);
     ns.exec(&["ip", "addr", "add", "10.0.0.1/8", "dev", "eth0"]);
     ns.exec(&["ip", "route", "add", "default", "dev", "eth0"]);
+    // Inbound capture (istio-iptables' PREROUTING rule, here for the test's own clients, which
+    // play the peer pods): connections to the app's port on the pod address go to 15006.
+    let inbound = format!("-p tcp -d 10.0.0.1/32 --dport {app_port} -j REDIRECT --to-ports 15006");
     for rule in [
         "-p tcp -m owner --uid-owner 65534 -j RETURN",
         "-p tcp -d 127.0.0.1/32 -j RETURN",
+        inbound.as_str(),
         "-p tcp -j REDIRECT --to-ports 15001",
     ] {
         let mut args = vec!["iptables", "-t", "nat", "-A", "OUTPUT"];
@@ -287,8 +373,8 @@ async fn serve_dump(dump: &str, delta: bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    // Everything but LDS is ACKed; LDS is NACKed for virtualInbound alone.
-    for t in [CLUSTER, ENDPOINT, ROUTE] {
+    // Every type is ACKed, listeners included (virtualInbound warms until its secrets come).
+    for t in [CLUSTER, ENDPOINT, ROUTE, LISTENER] {
         cp.wait_ack(t, &v1)
             .await
             .unwrap_or_else(|e| panic!("{dump}: {t}: {e}\n{}", log()));
@@ -327,52 +413,46 @@ async fn serve_dump(dump: &str, delta: bool) {
         text.contains("[redacted]") && !text.contains("PRIVATE KEY"),
         "{dump}: private keys are redacted: {text}"
     );
-    let nack = cp
-        .wait_nack(LISTENER, &v1)
-        .await
-        .unwrap_or_else(|e| panic!("{dump}: {e}"));
-    let msg = nack.error.expect("error");
-    assert!(
-        msg.starts_with("listener 'virtualInbound': "),
-        "{dump}: {msg}"
-    );
-    assert!(
-        !msg.contains("; "),
-        "{dump}: only virtualInbound is rejected: {msg}"
-    );
-    let listeners: Vec<Any> = resources
-        .iter()
-        .filter(|a| a.type_url == LISTENER)
-        .cloned()
-        .collect();
+    let listeners = resources.iter().filter(|a| a.type_url == LISTENER).count();
     let active = ns
         .curl("http://127.0.0.1:15000/config_dump?resource=dynamic_listeners")
         .1;
     let active: Value = serde_json::from_str(&active).expect("config_dump");
+    let states: Vec<bool> = active["configs"]
+        .as_array()
+        .map(|a| a.iter().map(|l| l.get("active_state").is_some()).collect())
+        .unwrap_or_default();
     assert_eq!(
-        active["configs"].as_array().map(Vec::len),
-        Some(listeners.len() - 1),
-        "{dump}: all listeners but virtualInbound are active: {active}\n{}\n{}",
-        ns.curl("http://127.0.0.1:15000/stats?filter=listener").1,
+        states,
+        vec![true; listeners],
+        "{dump}: every listener is active: {active}\n{}",
         log()
     );
-    // Without it, LDS is ACKed.
-    let v2 = cp
-        .replace_type(
-            LISTENER,
-            listeners
-                .into_iter()
-                .filter(|a| {
-                    a.to_msg::<Listener>()
-                        .map(|l| l.name != "virtualInbound")
-                        .unwrap_or(true)
-                })
-                .collect(),
-        )
-        .expect("replace");
-    cp.wait_ack(LISTENER, &v2)
-        .await
-        .unwrap_or_else(|e| panic!("{dump}: {e}"));
+
+    // Inbound: a peer sidecar's mutual TLS reaches the app through virtualInbound.
+    let to = format!("10.0.0.1:{app_port}");
+    let got = mtls_request(&ns, &dir, &to, "peer");
+    assert!(
+        got.contains("HTTP/1.1 200") && got.ends_with("inbound-app"),
+        "{dump}: mTLS inbound: {got}\n{}",
+        log()
+    );
+    // Plaintext too (PERMISSIVE).
+    assert_eq!(
+        ns.curl(&format!("http://{to}/inbound")),
+        ("200".to_string(), "inbound-app".to_string()),
+        "{dump}: plaintext inbound"
+    );
+    // Certificates from another trust domain (SAN matcher) or another CA are refused.
+    for cert in ["foreign", "untrusted"] {
+        let got = mtls_request(&ns, &dir, &to, cert);
+        assert!(
+            !got.contains("HTTP/1.1"),
+            "{dump}: {cert} certificate refused: {got}"
+        );
+    }
+    // (The ssl.* counters are outside the Istio bootstrap's stats inclusion list; tests/tls.rs
+    // checks them.)
 
     let cases = expectations(&resources, &eds);
     assert!(

@@ -59,6 +59,17 @@ fn p(path: &Path) -> String {
 /// A listener on `port` whose one chain terminates TLS with `tls` (the DownstreamTlsContext
 /// body, YAML) and routes everything to the echo cluster.
 fn tls_bootstrap(admin: u16, port: u16, tls: &str, echo: std::net::SocketAddr) -> String {
+    tls_bootstrap_with(admin, port, tls, echo, "")
+}
+
+/// The same, with more HttpConnectionManager fields (YAML at its indentation).
+fn tls_bootstrap_with(
+    admin: u16,
+    port: u16,
+    tls: &str,
+    echo: std::net::SocketAddr,
+    hcm: &str,
+) -> String {
     format!(
         r#"
 admin:
@@ -78,6 +89,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: tls
+{hcm}
           route_config:
             virtual_hosts:
             - name: all
@@ -106,7 +118,13 @@ fn pki(tag: &str) -> Pki {
     let ca = Ca::new("cluster.local");
     let ca_pem = dir.join("ca.pem");
     std::fs::write(&ca_pem, ca.pem()).expect("write ca");
-    let server = ca.leaf(&["server.test", "127.0.0.1"]).write(&dir, "server");
+    let server = ca
+        .leaf(&[
+            "server.test",
+            "127.0.0.1",
+            "spiffe://cluster.local/ns/default/sa/server",
+        ])
+        .write(&dir, "server");
     Pki {
         dir,
         ca,
@@ -141,8 +159,22 @@ async fn terminates_tls_with_inline_certificates() {
         echo.headers.get("x-forwarded-proto").map(String::as_str),
         Some("https")
     );
-    let (rc, code, version, _) = curl(port, "/b", &["--cacert", &ca, "--http1.1"]).await;
+    // Without a client certificate nobody vouches for an x-forwarded-client-cert: dropped.
+    let (rc, code, version, body) = curl(
+        port,
+        "/b",
+        &[
+            "--cacert",
+            &ca,
+            "--http1.1",
+            "-H",
+            "x-forwarded-client-cert: By=spoofed",
+        ],
+    )
+    .await;
     assert_eq!((rc, code.as_str(), version.as_str()), (0, "200", "1.1"));
+    let echo: Echo = serde_json::from_str(&body).expect("echo");
+    assert_eq!(echo.headers.get("x-forwarded-client-cert"), None);
     // A client offering no protocol we speak still gets a TLS session (no ALPN), as in Envoy.
     let (rc, code, version, _) = curl(port, "/c", &["--cacert", &ca, "--no-alpn"]).await;
     assert_eq!((rc, code.as_str(), version.as_str()), (0, "200", "1.1"));
@@ -204,7 +236,8 @@ async fn mutual_tls_verifies_client_certificates_and_sans() {
         p(&pki.server.1),
         p(&pki.ca_pem)
     );
-    let _s = start_in_process(&tls_bootstrap(admin, port, &tls, echo.addr)).await;
+    let hcm = "          forward_client_cert_details: APPEND_FORWARD\n          set_current_client_cert_details: { subject: true, uri: true, dns: true }";
+    let _s = start_in_process(&tls_bootstrap_with(admin, port, &tls, echo.addr, hcm)).await;
     let ca = p(&pki.ca_pem);
     let with = |c: &(PathBuf, PathBuf)| {
         vec![
@@ -217,8 +250,31 @@ async fn mutual_tls_verifies_client_certificates_and_sans() {
         ]
     };
     let run = |v: Vec<String>| async move { curl(port, "/", &v).await };
-    let (rc, code, _, body) = run(with(&good)).await;
+    // The upstream learns who the peer is: this hop's element is appended to what the peer
+    // sent (APPEND_FORWARD), with Envoy's key order.
+    let mut args = with(&good);
+    args.extend([
+        "-H".to_string(),
+        "x-forwarded-client-cert: By=upstream-hop".to_string(),
+    ]);
+    let (rc, code, _, body) = run(args).await;
     assert_eq!((rc, code.as_str()), (0, "200"), "{body}");
+    let echo: Echo = serde_json::from_str(&body).expect("echo");
+    let der = rustls::pki_types::CertificateDer::from_pem_file(&good.0).expect("pem");
+    let hash: String = ring::digest::digest(&ring::digest::SHA256, der.as_ref())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        echo.headers.get("x-forwarded-client-cert").map(String::as_str),
+        Some(
+            format!(
+                "By=upstream-hop,By=spiffe://cluster.local/ns/default/sa/server;Hash={hash};Subject=\"\";URI=spiffe://cluster.local/ns/default/sa/sleep"
+            )
+            .as_str()
+        )
+    );
     let prefix = format!("listener.127.0.0.1_{port}.ssl");
     // No client certificate: refused.
     let (rc, code, _, _) = run(vec!["--cacert".into(), ca.clone()]).await;
@@ -477,4 +533,69 @@ async fn certificates_over_sds_warm_rotate_and_nack() {
     assert_eq!(get(&mut kept).await, 200);
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Istio 1.9's `istio_authn` HTTP filter, STRICT peer mTLS: a peer without a client certificate
+/// gets Istio's 401 on every request; one with a certificate from the trust domain is served. A
+/// policy asking for JWT is refused at load, never served without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_authn_strict_requires_a_peer_certificate() {
+    let pki = pki("tls-authn");
+    let echo = echo_upstream("echo").await;
+    let (admin, port) = (free_port(), free_port());
+    let peer = pki
+        .ca
+        .leaf(&["spiffe://cluster.local/ns/default/sa/sleep"])
+        .write(&pki.dir, "peer");
+    // Client certificates are asked for but optional in the handshake: istio_authn decides.
+    let tls = format!(
+        "          common_tls_context:\n            tls_certificates:\n            - certificate_chain: {{ filename: {} }}\n              private_key: {{ filename: {} }}\n            validation_context:\n              trusted_ca: {{ filename: {} }}\n",
+        p(&pki.server.0),
+        p(&pki.server.1),
+        p(&pki.ca_pem)
+    );
+    let authn = |policy: &str| {
+        tls_bootstrap(admin, port, &tls, echo.addr).replace(
+            "          http_filters:\n",
+            &format!(
+                "          http_filters:\n          - name: istio_authn\n            typed_config:\n              \"@type\": type.googleapis.com/istio.envoy.config.filter.http.authn.v2alpha1.FilterConfig\n              policy: {policy}\n"
+            ),
+        )
+    };
+    let _s = start_in_process(&authn("{ peers: [ { mtls: {} } ] }")).await;
+    let ca = p(&pki.ca_pem);
+    let (rc, code, _, body) = curl(port, "/", &["--cacert", &ca]).await;
+    assert_eq!(
+        (rc, code.as_str(), body.as_str()),
+        (0, "401", "Peer authentication failed.")
+    );
+    let (cert, key) = (p(&peer.0), p(&peer.1));
+    let (rc, code, _, body) = curl(
+        port,
+        "/",
+        &["--cacert", &ca, "--cert", &cert, "--key", &key],
+    )
+    .await;
+    assert_eq!((rc, code.as_str()), (0, "200"), "{body}");
+    assert_eq!(stat("http.tls.istio_authn.peer_authn_failed"), 1);
+
+    let bad = pki.dir.join("jwt.yaml");
+    std::fs::write(
+        &bad,
+        authn("{ peers: [ { mtls: {} } ], origins: [ { jwt: { issuer: x } } ] }"),
+    )
+    .expect("write");
+    let out = Command::new(layer8_bin())
+        .args(["validate", "-c"])
+        .arg(&bad)
+        .output()
+        .expect("validate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("http_filters[0].typed_config.policy.origins")
+            && err.contains("not implemented"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&pki.dir);
 }

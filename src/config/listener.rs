@@ -325,6 +325,35 @@ fn filter_chain(
     })
 }
 
+/// `forward_client_cert_details` and `set_current_client_cert_details`.
+fn xfcc(h: &hcm::HttpConnectionManager, ctx: &Ctx, notes: &mut Notes) -> Result<Xfcc, ConfigError> {
+    use hcm::http_connection_manager::ForwardClientCertDetails as F;
+    let mode = match F::try_from(h.forward_client_cert_details) {
+        Ok(F::Sanitize) => XfccMode::Sanitize,
+        Ok(F::ForwardOnly) => XfccMode::ForwardOnly,
+        Ok(F::AppendForward) => XfccMode::AppendForward,
+        Ok(F::SanitizeSet) => XfccMode::SanitizeSet,
+        Ok(F::AlwaysForwardOnly) => XfccMode::AlwaysForwardOnly,
+        Err(_) => return Err(ctx.at("forward_client_cert_details").err("unknown value")),
+    };
+    let d = h
+        .set_current_client_cert_details
+        .clone()
+        .unwrap_or_default();
+    if d.cert || d.chain {
+        notes.skip(
+            &ctx.at("set_current_client_cert_details"),
+            "Cert and Chain details (By, Hash, Subject, URI and DNS are set)",
+        );
+    }
+    Ok(Xfcc {
+        mode,
+        subject: d.subject.is_some_and(|b| b.value),
+        uri: d.uri,
+        dns: d.dns,
+    })
+}
+
 /// A chain's TLS transport socket. Contexts whose certificates are all inline are built now (a
 /// bad certificate is a config error); those waiting for SDS secrets are built when they come.
 fn downstream_tls(
@@ -606,6 +635,7 @@ fn http_connection_manager(
         upgrades,
         skipped_filters: skipped,
         peer_authn,
+        xfcc: xfcc(h, ctx, notes)?,
         stats: HcmStats {
             cx_total: c("downstream_cx_total"),
             cx_active: stats::gauge(format!("{p}downstream_cx_active")),

@@ -472,6 +472,44 @@ pub(super) fn upstream_uri(
     pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
 }
 
+const XFCC: &str = "x-forwarded-client-cert";
+
+/// `x-forwarded-client-cert` as `forward_client_cert_details` says: a client can only vouch for
+/// certificates over mutual TLS, so on other connections the header is dropped (except in
+/// ALWAYS_FORWARD_ONLY mode).
+fn forward_client_cert(h: &mut http::HeaderMap, ctx: &ConnCtx) {
+    use crate::model::listener::XfccMode as M;
+    let mtls = ctx.info.tls.as_ref().is_some_and(|t| t.peer.is_some());
+    match ctx.hcm.xfcc.mode {
+        M::AlwaysForwardOnly => {}
+        M::ForwardOnly if mtls => {}
+        M::AppendForward if mtls => {
+            let Some(ours) = &ctx.xfcc else { return };
+            let value = match h.get(XFCC) {
+                Some(prev) if !prev.is_empty() => {
+                    let mut v = prev.as_bytes().to_vec();
+                    v.push(b',');
+                    v.extend_from_slice(ours.as_bytes());
+                    HeaderValue::from_bytes(&v).unwrap_or_else(|_| ours.clone())
+                }
+                _ => ours.clone(),
+            };
+            h.insert(XFCC, value);
+        }
+        M::SanitizeSet if mtls => match &ctx.xfcc {
+            Some(ours) => {
+                h.insert(XFCC, ours.clone());
+            }
+            None => {
+                h.remove(XFCC);
+            }
+        },
+        _ => {
+            h.remove(XFCC);
+        }
+    }
+}
+
 pub(super) fn add_forwarding_headers(h: &mut http::HeaderMap, ctx: &ConnCtx) {
     let hcm = &ctx.hcm;
     let proto = if ctx.info.transport == "tls" {
@@ -494,6 +532,7 @@ pub(super) fn add_forwarding_headers(h: &mut http::HeaderMap, ctx: &ConnCtx) {
     } else if !h.contains_key("x-forwarded-proto") {
         h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
     }
+    forward_client_cert(h, ctx);
     let has_id = h.contains_key("x-request-id");
     let regenerate = hcm.use_remote_address && !hcm.preserve_external_request_id;
     if hcm.generate_request_id && (!has_id || regenerate) {

@@ -50,6 +50,8 @@ pub struct ConnCtx {
     pub snapshot: Arc<crate::model::Snapshot>,
     /// Whether `istio_authn` (if configured) authenticated the peer; decided per connection.
     pub peer_authenticated: bool,
+    /// This hop's `x-forwarded-client-cert` element (mutual TLS, APPEND_FORWARD/SANITIZE_SET).
+    pub xfcc: Option<http::HeaderValue>,
 }
 
 /// Wait until the connection's listener generation is drained.
@@ -119,8 +121,19 @@ pub async fn serve<S>(
         .peer_authn
         .as_ref()
         .is_none_or(|p| authn::allows(p, info.tls.as_ref()));
+    let xfcc = match (&info.tls, hcm.xfcc.mode) {
+        (
+            Some(hs),
+            crate::model::listener::XfccMode::AppendForward
+            | crate::model::listener::XfccMode::SanitizeSet,
+        ) => hs.peer.as_ref().and_then(|p| {
+            http::HeaderValue::from_str(&p.xfcc(hs.local_id.as_deref(), &hcm.xfcc)).ok()
+        }),
+        _ => None,
+    };
     let ctx = Arc::new(ConnCtx {
         peer_authenticated,
+        xfcc,
         hcm: hcm.clone(),
         info,
         state,

@@ -160,6 +160,36 @@ pub struct FilterChain {
     pub handshake_timeout: Option<Duration>,
 }
 
+/// `forward_client_cert_details`: what happens to `x-forwarded-client-cert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XfccMode {
+    /// Removed (Envoy's default).
+    #[default]
+    Sanitize,
+    /// Kept as is on mutual-TLS connections, removed on others.
+    ForwardOnly,
+    /// On mutual TLS: this hop's details appended; otherwise removed.
+    AppendForward,
+    /// On mutual TLS: replaced by this hop's details; otherwise removed.
+    SanitizeSet,
+    /// Always kept as is.
+    AlwaysForwardOnly,
+}
+
+/// `x-forwarded-client-cert` settings: the mode and which peer details to add
+/// (`set_current_client_cert_details`; `By` and `Hash` are always added).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Xfcc {
+    /// Mode.
+    pub mode: XfccMode,
+    /// Add `Subject="..."`.
+    pub subject: bool,
+    /// Add `URI=...`.
+    pub uri: bool,
+    /// Add `DNS=...`.
+    pub dns: bool,
+}
+
 /// The terminal network filter of a chain.
 #[derive(Debug)]
 pub enum NetworkFilter {
@@ -286,6 +316,8 @@ pub struct HcmConfig {
     pub skipped_filters: Vec<String>,
     /// Istio's `istio_authn` peer authentication, when the chain has it.
     pub peer_authn: Option<super::authn::PeerAuthn>,
+    /// `x-forwarded-client-cert` handling.
+    pub xfcc: Xfcc,
     /// Stats.
     pub stats: HcmStats,
 }

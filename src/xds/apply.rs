@@ -63,6 +63,54 @@ fn decode<M: prost::Message + prost::Name + Default>(
     }
 }
 
+/// Below this many encoded bytes an update is decoded and translated on the applier's thread
+/// alone (an EDS or RDS push of a few resources: threads would cost more than they save).
+const PARALLEL_MIN_BYTES: usize = 256 * 1024;
+
+/// The cores to translate on (read once: it may read cgroup files).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// `f` over `items`, in order: split across the machine's cores for big updates (a full
+/// snapshot from istiod), where decoding and translating each resource is independent work.
+fn par_map<R: Send>(items: &[Resource], f: impl Fn(&Resource) -> R + Sync) -> Vec<R> {
+    let threads = cores().min(items.len());
+    let bytes: usize = items.iter().map(|r| r.body.value.len()).sum();
+    if threads < 2 || bytes < PARALLEL_MIN_BYTES {
+        return items.iter().map(f).collect();
+    }
+    // Chunks of about equal bytes, not equal counts: one route configuration may hold most of
+    // the routes.
+    let per = bytes.div_ceil(threads);
+    let mut bounds = vec![0];
+    let mut acc = 0;
+    for (i, r) in items.iter().enumerate() {
+        acc += r.body.value.len();
+        if acc >= per * bounds.len() && i + 1 < items.len() && bounds.len() < threads {
+            bounds.push(i + 1);
+        }
+    }
+    bounds.push(items.len());
+    let chunks: Vec<&[Resource]> = bounds.windows(2).map(|w| &items[w[0]..w[1]]).collect();
+    let f = &f;
+    std::thread::scope(|s| {
+        let rest: Vec<_> = chunks[1..]
+            .iter()
+            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out: Vec<R> = chunks[0].iter().map(f).collect();
+        for h in rest {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
+}
+
 fn deadline(timeout: Option<std::time::Duration>) -> Option<Instant> {
     timeout.map(|t| Instant::now() + t)
 }
@@ -81,7 +129,16 @@ pub fn clusters(d: &mut Dynamic, u: &Update) -> Outcome {
     let mut out = Outcome::default();
     let now = SystemTime::now();
     let mut seen = std::collections::HashSet::new();
-    for r in &u.resources {
+    let compiled = par_map(&u.resources, |r| {
+        let pb = r
+            .body
+            .to_msg::<PbCluster>()
+            .map_err(|e| format!("cluster '{}': malformed: {e}", r.name))?;
+        let mut notes = Notes::default();
+        let cfg = config::cluster::translate(&pb, &mut notes).map_err(|e| e.to_string())?;
+        Ok::<_, String>((cfg, notes))
+    });
+    for (r, compiled) in u.resources.iter().zip(compiled) {
         if !seen.insert(r.name.as_str()) {
             out.reject(
                 &r.name,
@@ -89,27 +146,23 @@ pub fn clusters(d: &mut Dynamic, u: &Update) -> Outcome {
             );
             continue;
         }
-        let Some(pb) = decode::<PbCluster>(r, "cluster", &mut out) else {
-            continue;
+        let (cfg, notes) = match compiled {
+            Ok(c) => c,
+            Err(e) => {
+                out.reject(&r.name, e);
+                continue;
+            }
         };
-        if d.is_static_cluster(&pb.name) {
+        if d.is_static_cluster(&cfg.name) {
             out.reject(
                 &r.name,
                 format!(
                     "cluster '{}': name: a static cluster of this name exists",
-                    pb.name
+                    cfg.name
                 ),
             );
             continue;
         }
-        let mut notes = Notes::default();
-        let cfg = match config::cluster::translate(&pb, &mut notes) {
-            Ok(c) => c,
-            Err(e) => {
-                out.reject(&r.name, e.to_string());
-                continue;
-            }
-        };
         log_skips(&notes);
         let hash = cfg.config_hash;
         // Unchanged resources keep their live state and the version they arrived with.
@@ -181,23 +234,35 @@ pub fn clusters(d: &mut Dynamic, u: &Update) -> Outcome {
 pub fn endpoints(d: &mut Dynamic, u: &Update) -> Outcome {
     let mut out = Outcome::default();
     let now = SystemTime::now();
-    for r in &u.resources {
-        let Some(la) = decode::<ClusterLoadAssignment>(r, "cluster_load_assignment", &mut out)
-        else {
-            continue;
-        };
+    let compiled = par_map(&u.resources, |r| {
+        let la = r.body.to_msg::<ClusterLoadAssignment>().map_err(|e| {
+            (
+                None,
+                format!("cluster_load_assignment '{}': malformed: {e}", r.name),
+            )
+        })?;
         let ctx = Ctx::new("cluster_load_assignment", &la.cluster_name);
-        let eps = match config::cluster::load_assignment(&la, &ctx, false) {
-            Ok(e) => Arc::new(e),
-            Err(e) => {
-                for c in d.clusters_for_eds(&la.cluster_name) {
+        match config::cluster::load_assignment(&la, &ctx, false) {
+            Ok(e) => Ok((la.cluster_name, Arc::new(e))),
+            Err(e) => Err((Some(la.cluster_name), e.to_string())),
+        }
+    });
+    for (r, compiled) in u.resources.iter().zip(compiled) {
+        let (cluster_name, eps) = match compiled {
+            Ok(c) => c,
+            Err((None, e)) => {
+                out.reject(&r.name, e);
+                continue;
+            }
+            Err((Some(cluster_name), e)) => {
+                for c in d.clusters_for_eds(&cluster_name) {
                     stats::counter(format!("cluster.{c}.update_rejected")).increment(1);
                 }
-                out.reject(&r.name, e.to_string());
+                out.reject(&r.name, e);
                 continue;
             }
         };
-        for name in d.clusters_for_eds(&la.cluster_name).to_vec() {
+        for name in d.clusters_for_eds(&cluster_name).to_vec() {
             stats::counter(format!("cluster.{name}.update_attempt")).increment(1);
             stats::counter(format!("cluster.{name}.update_success")).increment(1);
             if eps.is_empty() {
@@ -205,7 +270,7 @@ pub fn endpoints(d: &mut Dynamic, u: &Update) -> Outcome {
             }
             // A warming version fed by this assignment goes live with it; otherwise the active
             // version takes it, if this is its assignment (a warming update may have renamed it).
-            let feeds = |c: &Cluster| c.config.eds_name() == la.cluster_name;
+            let feeds = |c: &Cluster| c.config.eds_name() == cluster_name;
             if d.warming_clusters
                 .get(&name)
                 .is_some_and(|w| feeds(&w.entry.item))
@@ -223,7 +288,7 @@ pub fn endpoints(d: &mut Dynamic, u: &Update) -> Outcome {
             }
         }
         d.endpoints.insert(
-            la.cluster_name.clone(),
+            cluster_name.clone(),
             Entry {
                 item: eps,
                 meta: meta(r, now),
@@ -247,7 +312,16 @@ pub fn listeners(d: &mut Dynamic, u: &Update) -> Outcome {
     let mut out = Outcome::default();
     let now = SystemTime::now();
     let mut seen = std::collections::HashSet::new();
-    for r in &u.resources {
+    let compiled = par_map(&u.resources, |r| {
+        let pb = r
+            .body
+            .to_msg::<PbListener>()
+            .map_err(|e| format!("listener '{}': malformed: {e}", r.name))?;
+        let mut notes = Notes::default();
+        let cfg = config::listener::translate(&pb, &mut notes).map_err(|e| e.to_string())?;
+        Ok::<_, String>((Arc::new(cfg), notes))
+    });
+    for (r, compiled) in u.resources.iter().zip(compiled) {
         if !seen.insert(r.name.as_str()) {
             out.reject(
                 &r.name,
@@ -255,27 +329,23 @@ pub fn listeners(d: &mut Dynamic, u: &Update) -> Outcome {
             );
             continue;
         }
-        let Some(pb) = decode::<PbListener>(r, "listener", &mut out) else {
-            continue;
+        let (cfg, notes) = match compiled {
+            Ok(c) => c,
+            Err(e) => {
+                out.reject(&r.name, e);
+                continue;
+            }
         };
-        if d.is_static_listener(&pb.name) {
+        if d.is_static_listener(&cfg.name) {
             out.reject(
                 &r.name,
                 format!(
                     "listener '{}': name: a static listener of this name exists",
-                    pb.name
+                    cfg.name
                 ),
             );
             continue;
         }
-        let mut notes = Notes::default();
-        let cfg = match config::listener::translate(&pb, &mut notes) {
-            Ok(l) => Arc::new(l),
-            Err(e) => {
-                out.reject(&r.name, e.to_string());
-                continue;
-            }
-        };
         if crate::runtime::has_runtime_filter(&cfg) {
             // A runtime's components connect to their stores at startup; one cannot appear
             // from the control plane.
@@ -283,7 +353,7 @@ pub fn listeners(d: &mut Dynamic, u: &Update) -> Outcome {
                 &r.name,
                 format!(
                     "listener '{}': filters: layer8.runtime is only served on static listeners",
-                    pb.name
+                    cfg.name
                 ),
             );
             continue;
@@ -394,21 +464,25 @@ fn activate_listener(
 pub fn routes(d: &mut Dynamic, u: &Update) -> Outcome {
     let mut out = Outcome::default();
     let now = SystemTime::now();
-    for r in &u.resources {
+    let compiled = par_map(&u.resources, |r| {
+        let pb = r
+            .body
+            .to_msg::<RouteConfiguration>()
+            .map_err(|e| format!("route_configuration '{}': malformed: {e}", r.name))?;
+        let mut notes = Notes::default();
+        let table = config::route::translate(&pb, &mut notes).map_err(|e| e.to_string())?;
+        Ok::<_, String>((pb.name, table, notes))
+    });
+    for (r, compiled) in u.resources.iter().zip(compiled) {
         let prefix = format!("rds.{}.", r.name);
         stats::counter(format!("{prefix}update_attempt")).increment(1);
-        let Some(pb) = decode::<RouteConfiguration>(r, "route_configuration", &mut out) else {
-            stats::counter(format!("{prefix}update_rejected")).increment(1);
-            continue;
-        };
-        let mut notes = Notes::default();
-        match config::route::translate(&pb, &mut notes) {
-            Ok(table) => {
+        match compiled {
+            Ok((name, table, notes)) => {
                 log_skips(&notes);
                 stats::counter(format!("{prefix}update_success")).increment(1);
                 stats::store().set_text(&format!("{prefix}version_text"), &r.version);
                 d.routes.insert(
-                    pb.name.clone(),
+                    name,
                     Entry {
                         item: Arc::new(table),
                         meta: meta(r, now),
@@ -418,7 +492,7 @@ pub fn routes(d: &mut Dynamic, u: &Update) -> Outcome {
             }
             Err(e) => {
                 stats::counter(format!("{prefix}update_rejected")).increment(1);
-                out.reject(&r.name, e.to_string());
+                out.reject(&r.name, e);
             }
         }
     }
@@ -528,4 +602,35 @@ pub fn expire_warming(d: &mut Dynamic, now: Instant) -> Outcome {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use layer8_xds::pb::google::protobuf::Any;
+
+    fn resource(i: usize, size: usize) -> Resource {
+        Resource {
+            name: format!("r{i}"),
+            version: String::new(),
+            body: Any {
+                type_url: String::new(),
+                value: vec![0; size],
+            },
+        }
+    }
+
+    #[test]
+    fn par_map_keeps_order_small_and_big() {
+        for sizes in [vec![10; 5], vec![300_000, 10, 10, 200_000, 5, 90_000, 1]] {
+            let items: Vec<Resource> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| resource(i, *s))
+                .collect();
+            let names = par_map(&items, |r| r.name.clone());
+            let expected: Vec<String> = (0..sizes.len()).map(|i| format!("r{i}")).collect();
+            assert_eq!(names, expected);
+        }
+    }
 }

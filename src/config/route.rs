@@ -39,9 +39,10 @@ pub fn translate(
     let mut suffix = Vec::new();
     let mut prefix = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
+    let mut shared = Shared::default();
     for (i, vh) in rc.virtual_hosts.iter().enumerate() {
         let vctx = ctx.at(format!("virtual_hosts[{i}]"));
-        let compiled = virtual_host(vh, &vctx, notes)?;
+        let compiled = virtual_host(vh, &vctx, notes, &mut shared)?;
         let idx = table.virtual_hosts.len();
         for (j, d) in vh.domains.iter().enumerate() {
             let d = d.to_ascii_lowercase();
@@ -77,10 +78,11 @@ fn virtual_host(
     vh: &pb::VirtualHost,
     ctx: &Ctx,
     notes: &mut Notes,
+    shared: &mut Shared,
 ) -> Result<VirtualHost, ConfigError> {
     let mut routes = Vec::with_capacity(vh.routes.len());
     for (i, r) in vh.routes.iter().enumerate() {
-        routes.push(route(r, &ctx.at(format!("routes[{i}]")), notes)?);
+        routes.push(route(r, &ctx.at(format!("routes[{i}]")), notes, shared)?);
     }
     let index = (routes.len() >= INDEX_THRESHOLD).then(|| RouteIndex::build(&routes));
     Ok(VirtualHost {
@@ -102,11 +104,16 @@ fn virtual_host(
             .as_ref()
             .map(|p| retry_policy(p, &ctx.at("retry_policy")))
             .transpose()?
-            .map(Arc::new),
+            .map(|p| shared.retry_policy(p)),
     })
 }
 
-fn route(r: &pb::Route, ctx: &Ctx, notes: &mut Notes) -> Result<Route, ConfigError> {
+fn route(
+    r: &pb::Route,
+    ctx: &Ctx,
+    notes: &mut Notes,
+    shared: &mut Shared,
+) -> Result<Route, ConfigError> {
     let m = r
         .r#match
         .as_ref()
@@ -114,9 +121,13 @@ fn route(r: &pb::Route, ctx: &Ctx, notes: &mut Notes) -> Result<Route, ConfigErr
     let matcher = route_match(m, &ctx.at("match"))?;
     let actx = ctx.at("action");
     let action = match &r.action {
-        Some(pb::route::Action::Route(ra)) => {
-            RouteAction::Forward(Box::new(forward(ra, &ctx.at("route"), &matcher, notes)?))
-        }
+        Some(pb::route::Action::Route(ra)) => RouteAction::Forward(Box::new(forward(
+            ra,
+            &ctx.at("route"),
+            &matcher,
+            notes,
+            shared,
+        )?)),
         Some(pb::route::Action::Redirect(rd)) => {
             RouteAction::Redirect(redirect(rd, &ctx.at("redirect"))?)
         }
@@ -302,11 +313,37 @@ fn header_matcher(h: &pb::HeaderMatcher, ctx: &Ctx) -> Result<HeaderMatch, Confi
     })
 }
 
-fn cluster_name(name: &str, ctx: &Ctx) -> Result<Arc<str>, ConfigError> {
+/// Values many routes of one configuration repeat (istiod gives every route of a service the same
+/// cluster and retry policy): compiled once and shared.
+#[derive(Default)]
+struct Shared {
+    clusters: HashMap<String, Arc<str>>,
+    retry_policies: HashMap<RetryPolicy, Arc<RetryPolicy>>,
+}
+
+impl Shared {
+    fn cluster(&mut self, name: &str) -> Arc<str> {
+        if let Some(c) = self.clusters.get(name) {
+            return c.clone();
+        }
+        let c: Arc<str> = Arc::from(name);
+        self.clusters.insert(name.to_string(), c.clone());
+        c
+    }
+
+    fn retry_policy(&mut self, p: RetryPolicy) -> Arc<RetryPolicy> {
+        self.retry_policies
+            .entry(p)
+            .or_insert_with_key(|p| Arc::new(p.clone()))
+            .clone()
+    }
+}
+
+fn cluster_name(name: &str, ctx: &Ctx, shared: &mut Shared) -> Result<Arc<str>, ConfigError> {
     if name.is_empty() {
         return Err(ctx.err("cluster name must not be empty"));
     }
-    Ok(Arc::from(name))
+    Ok(shared.cluster(name))
 }
 
 fn forward(
@@ -314,10 +351,11 @@ fn forward(
     ctx: &Ctx,
     m: &RouteMatch,
     notes: &mut Notes,
+    shared: &mut Shared,
 ) -> Result<Forward, ConfigError> {
     use pb::route_action::ClusterSpecifier as C;
     let target = match &ra.cluster_specifier {
-        Some(C::Cluster(c)) => ClusterTarget::Single(cluster_name(c, &ctx.at("cluster"))?),
+        Some(C::Cluster(c)) => ClusterTarget::Single(cluster_name(c, &ctx.at("cluster"), shared)?),
         Some(C::ClusterHeader(h)) => ClusterTarget::Header(
             HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
                 .map_err(|_| ctx.at("cluster_header").err("invalid header name"))?,
@@ -337,7 +375,7 @@ fn forward(
                     .ok_or_else(|| cctx.at("weight").err("total weight overflows"))?;
                 clusters.push(WeightedTarget {
                     upper: total,
-                    cluster: cluster_name(&c.name, &cctx.at("name"))?,
+                    cluster: cluster_name(&c.name, &cctx.at("name"), shared)?,
                     request_headers: header_ops(
                         &c.request_headers_to_add,
                         &c.request_headers_to_remove,
@@ -441,7 +479,7 @@ fn forward(
                 Some(f) => fraction_per_million(f.numerator, f.denominator),
             };
             Ok(Mirror {
-                cluster: cluster_name(&m.cluster, &mctx.at("cluster"))?,
+                cluster: cluster_name(&m.cluster, &mctx.at("cluster"), shared)?,
                 per_million,
             })
         })
@@ -462,7 +500,7 @@ fn forward(
             .as_ref()
             .map(|p| retry_policy(p, &ctx.at("retry_policy")))
             .transpose()?
-            .map(Arc::new),
+            .map(|p| shared.retry_policy(p)),
         hash_policy,
         mirrors,
         upgrades: true,

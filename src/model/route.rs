@@ -286,7 +286,7 @@ pub struct Mirror {
 }
 
 /// A compiled retry policy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct RetryPolicy {
     /// Retry on 5xx.
     pub on_5xx: bool,

@@ -13,6 +13,7 @@ pub mod extensions;
 pub mod layotto;
 pub mod listener;
 pub mod route;
+pub mod route_action;
 pub mod secret;
 pub mod tls;
 

@@ -108,6 +108,8 @@ fn only_service<'a>(
 pub struct Server {
     /// Address.
     pub target: Target,
+    /// TLS to it (the cluster's `UpstreamTlsContext`).
+    pub tls: Option<layer8_xds::client::Tls>,
     /// SotW or Delta.
     pub protocol: Protocol,
     /// `set_node_on_first_message_only`.
@@ -148,15 +150,25 @@ pub fn server(b: &Bootstrap, a: &core::ApiConfigSource, ctx: &Ctx) -> Result<Ser
     let protocol = api_type(a, ctx)?;
     let gs = only_service(a, ctx)?;
     let ctx = ctx.at("grpc_services[0]");
-    let (target, retry) = match &gs.target_specifier {
+    let ((target, tls), retry) = match &gs.target_specifier {
         Some(core::grpc_service::TargetSpecifier::EnvoyGrpc(e)) => (
             cluster_target(b, &e.cluster_name, &ctx.at("envoy_grpc.cluster_name"))?,
             e.retry_policy.as_ref(),
         ),
-        Some(core::grpc_service::TargetSpecifier::GoogleGrpc(g)) => (
-            google_target(&g.target_uri, &ctx.at("google_grpc.target_uri"))?,
-            None,
-        ),
+        Some(core::grpc_service::TargetSpecifier::GoogleGrpc(g)) => {
+            if g.channel_credentials.is_some() {
+                return Err(ctx.at("google_grpc.channel_credentials").err(
+                    "google_grpc credentials are not supported; use envoy_grpc with a TLS cluster",
+                ));
+            }
+            (
+                (
+                    google_target(&g.target_uri, &ctx.at("google_grpc.target_uri"))?,
+                    None,
+                ),
+                None,
+            )
+        }
         None => return Err(ctx.err("envoy_grpc or google_grpc is required")),
     };
     let mut backoff = Backoff::default();
@@ -175,6 +187,7 @@ pub fn server(b: &Bootstrap, a: &core::ApiConfigSource, ctx: &Ctx) -> Result<Ser
     }
     Ok(Server {
         target,
+        tls,
         protocol,
         node_first_only: a.set_node_on_first_message_only,
         backoff,
@@ -183,30 +196,32 @@ pub fn server(b: &Bootstrap, a: &core::ApiConfigSource, ctx: &Ctx) -> Result<Ser
 
 /// A gRPC server for a `Source::Cluster`: SotW `StreamSecrets` on the named bootstrap cluster.
 pub fn cluster_server(b: &Bootstrap, cluster: &str, ctx: &Ctx) -> Result<Server, ConfigError> {
+    let (target, tls) = cluster_target(b, cluster, ctx)?;
     Ok(Server {
-        target: cluster_target(b, cluster, ctx)?,
+        target,
+        tls,
         protocol: Protocol::Sotw,
         node_first_only: true,
         backoff: Backoff::default(),
     })
 }
 
-/// The first endpoint of a static bootstrap cluster: a Unix `pipe` or an IP socket address.
-fn cluster_target(b: &Bootstrap, name: &str, ctx: &Ctx) -> Result<Target, ConfigError> {
+/// The first endpoint of a static bootstrap cluster (a Unix `pipe` or an IP socket address), and
+/// the TLS to speak to it when the cluster has a TLS transport socket.
+fn cluster_target(
+    b: &Bootstrap,
+    name: &str,
+    ctx: &Ctx,
+) -> Result<(Target, Option<layer8_xds::client::Tls>), ConfigError> {
     let cluster = b
         .static_resources
         .as_ref()
         .and_then(|s| s.clusters.iter().find(|c| c.name == name))
         .ok_or_else(|| ctx.err(format!("no static cluster named '{name}'")))?;
-    if cluster
+    let tls_socket = cluster
         .transport_socket
         .as_ref()
-        .is_some_and(super::is_tls_transport)
-    {
-        return Err(ctx.err(format!(
-            "cluster '{name}' uses TLS; TLS to a management server is not supported yet"
-        )));
-    }
+        .filter(|ts| super::is_tls_transport(ts));
     let addr = cluster
         .load_assignment
         .as_ref()
@@ -223,7 +238,14 @@ fn cluster_target(b: &Bootstrap, name: &str, ctx: &Ctx) -> Result<Target, Config
         .and_then(|a| a.address.as_ref())
         .ok_or_else(|| ctx.err(format!("cluster '{name}' has no endpoint")))?;
     match addr {
-        core::address::Address::Pipe(p) => Ok(Target::Unix(PathBuf::from(&p.path))),
+        core::address::Address::Pipe(p) => {
+            if tls_socket.is_some() {
+                return Err(ctx.err(format!(
+                    "cluster '{name}': TLS to a management server on a Unix socket is not supported"
+                )));
+            }
+            Ok((Target::Unix(PathBuf::from(&p.path)), None))
+        }
         core::address::Address::SocketAddress(sa) => {
             let port = match sa.port_specifier {
                 Some(core::socket_address::PortSpecifier::PortValue(p)) => p,
@@ -234,7 +256,12 @@ fn cluster_target(b: &Bootstrap, name: &str, ctx: &Ctx) -> Result<Target, Config
             } else {
                 sa.address.clone()
             };
-            Ok(Target::Tcp(format!("{host}:{port}")))
+            let tls = tls_socket
+                .map(|ts| {
+                    super::tls::management_client(ts, &sa.address, &Ctx::new("cluster", name))
+                })
+                .transpose()?;
+            Ok((Target::Tcp(format!("{host}:{port}")), tls))
         }
         _ => Err(ctx.err(format!("cluster '{name}': unsupported endpoint address"))),
     }

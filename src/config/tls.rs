@@ -369,3 +369,85 @@ fn tls12_suite(name: &str) -> Option<rustls::CipherSuite> {
         _ => return None,
     })
 }
+
+/// The TLS of a management-server cluster (`xds-grpc` with an `UpstreamTlsContext`): trust
+/// anchors are required (a control plane dictates the whole configuration: its certificate is
+/// always verified), a client certificate is optional, certificates come inline or from files
+/// (not over SDS, which would need the stream being configured). `host` is the endpoint's
+/// address, the SNI when the context names none.
+pub fn management_client(
+    ts: &core::TransportSocket,
+    host: &str,
+    ctx: &Ctx,
+) -> Result<layer8_xds::client::Tls, ConfigError> {
+    use core::transport_socket::ConfigType;
+    let ctx = ctx.at("transport_socket.typed_config");
+    let any = match &ts.config_type {
+        Some(ConfigType::TypedConfig(a)) if a.type_url.ends_with(".UpstreamTlsContext") => a,
+        _ => return Err(ctx.err("a management server's TLS needs an UpstreamTlsContext")),
+    };
+    let u: tls_ext::UpstreamTlsContext = any.to_msg().map_err(|e| ctx.err(e.to_string()))?;
+    let mut notes = Notes::default();
+    let common = u.common_tls_context.unwrap_or_default();
+    let cctx = ctx.at("common_tls_context");
+    if !common.tls_certificate_sds_secret_configs.is_empty() {
+        return Err(cctx
+            .at("tls_certificate_sds_secret_configs")
+            .err("certificates over SDS are not supported for the management server"));
+    }
+    let client_cert = match common.tls_certificates.as_slice() {
+        [] => None,
+        [t] => Some(certificate(t, &cctx.at("tls_certificates[0]"))?),
+        _ => {
+            return Err(cctx
+                .at("tls_certificates")
+                .err("one client certificate at most"))
+        }
+    };
+    use tls_ext::common_tls_context::ValidationContextType as V;
+    let (trusted_ca, san_matchers) = match &common.validation_context_type {
+        Some(V::ValidationContext(v)) => {
+            let vctx = cctx.at("validation_context");
+            let ca = v.trusted_ca.as_ref().ok_or_else(|| {
+                vctx.at("trusted_ca")
+                    .err("required for a management server")
+            })?;
+            (
+                super::secret::data_source(ca, &vctx.at("trusted_ca"))?,
+                validation_context(v, &vctx, &mut notes)?,
+            )
+        }
+        _ => {
+            return Err(cctx
+                .at("validation_context")
+                .err("a management server's certificate must be verified: set trusted_ca"))
+        }
+    };
+    let versions = match &common.tls_params {
+        Some(p) => tls_params(p, &cctx.at("tls_params"), &mut notes)?.0,
+        None => (TlsVersion::Tls12, TlsVersion::Tls13),
+    };
+    let alpn = if common.alpn_protocols.is_empty() {
+        vec![b"h2".to_vec()]
+    } else {
+        common
+            .alpn_protocols
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect()
+    };
+    let sni = if u.sni.is_empty() {
+        host.to_string()
+    } else {
+        u.sni.clone()
+    };
+    crate::tls::client::build(&crate::tls::client::ClientSettings {
+        trusted_ca,
+        san_matchers,
+        client_cert,
+        sni,
+        alpn,
+        versions,
+    })
+    .map_err(|e| ctx.err(e.to_string()))
+}

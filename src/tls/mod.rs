@@ -7,6 +7,7 @@
 //! ALPN list has nothing in common with ours, where rustls would abort and Envoy carries on),
 //! handshake, and learn the peer's certificate ([`peer`]).
 
+pub mod client;
 pub mod peer;
 pub mod server;
 pub mod verify;
@@ -53,6 +54,21 @@ pub enum TlsError {
     /// rustls refused the combination.
     #[error("{0}")]
     Rustls(rustls::Error),
+}
+
+/// The rustls protocol versions in `(lowest, highest)`.
+fn protocol_versions(
+    range: (crate::model::tls::TlsVersion, crate::model::tls::TlsVersion),
+) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    use crate::model::tls::TlsVersion;
+    [
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| range.0 <= *v && *v <= range.1)
+    .map(|(_, p)| p)
+    .collect()
 }
 
 /// What the handshake established.

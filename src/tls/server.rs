@@ -14,7 +14,7 @@ use super::verify::SanVerifier;
 use super::TlsError;
 use crate::model::secret::Secret;
 use crate::model::tls::{
-    CaSource, CertSource, DownstreamTls, SanMatch, ServerConfigs, TlsSettings, TlsVersion,
+    CaSource, CertSource, DownstreamTls, SanMatch, ServerConfigs, TlsSettings,
 };
 
 /// Looks up a secret by name in the current configuration.
@@ -121,14 +121,7 @@ pub fn build(
         secret: cert_name,
         message,
     })?;
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-        (TlsVersion::Tls12, &rustls::version::TLS12),
-        (TlsVersion::Tls13, &rustls::version::TLS13),
-    ]
-    .into_iter()
-    .filter(|(v, _)| s.versions.0 <= *v && *v <= s.versions.1)
-    .map(|(_, p)| p)
-    .collect();
+    let versions = super::protocol_versions(s.versions);
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(TlsError::Rustls)?;

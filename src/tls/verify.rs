@@ -104,3 +104,81 @@ impl ClientCertVerifier for SanVerifier {
         self.inner.supported_verify_schemes()
     }
 }
+
+/// A server-certificate verifier with Envoy's upstream semantics: the chain must lead to a
+/// trusted CA and, when SAN matchers are configured, a SAN must match; the host name itself is
+/// not checked (Envoy checks names only through `match_subject_alt_names`).
+#[derive(Debug)]
+pub struct UpstreamVerifier {
+    /// Trust anchors.
+    pub roots: Arc<rustls::RootCertStore>,
+    /// SAN matchers; empty: any.
+    pub matchers: Vec<SanMatch>,
+    /// Signature algorithms.
+    pub provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for UpstreamVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, Error> {
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        if !self.matchers.is_empty() {
+            let peer = PeerCert::parse(end_entity).ok_or(Error::InvalidCertificate(
+                rustls::CertificateError::BadEncoding,
+            ))?;
+            if !san_matches(&peer, &self.matchers) {
+                return Err(Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

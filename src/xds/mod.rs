@@ -164,6 +164,7 @@ impl Applier {
         let cfg = ClientConfig {
             name,
             target: server.target,
+            tls: server.tls,
             protocol: server.protocol,
             service,
             node: Some(node),

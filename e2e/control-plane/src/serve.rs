@@ -153,6 +153,33 @@ impl ControlPlane {
         Ok(self.spawn(incoming, Bound::Tcp(bound)))
     }
 
+    /// Serve on a TCP address over TLS (`config` decides the certificate, client authentication
+    /// and ALPN): istiod's port 15012 shape.
+    pub async fn serve_tls(
+        &self,
+        addr: SocketAddr,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<ServerHandle> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<TlsConn>>(16);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                // A failed handshake drops that connection only.
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = tx.send(Ok(TlsConn(tls))).await;
+                    }
+                });
+            }
+        });
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(self.spawn(incoming, Bound::Tcp(bound)))
+    }
+
     /// Serve on a Unix socket path (an existing socket file is replaced).
     pub async fn serve_unix(&self, path: &Path) -> std::io::Result<ServerHandle> {
         let _ = std::fs::remove_file(path);
@@ -189,5 +216,47 @@ impl ControlPlane {
             shutdown: Some(tx),
             task,
         }
+    }
+}
+
+/// A TLS connection the gRPC server can serve.
+struct TlsConn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = ();
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl tokio::io::AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

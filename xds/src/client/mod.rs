@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::pb::envoy::config::core::v3::Node;
 use crate::pb::google::protobuf::Any;
-pub use transport::Target;
+pub use transport::{Target, Tls};
 
 /// Which wire protocol the stream speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +76,8 @@ pub struct ClientConfig {
     pub name: String,
     /// Where the server listens.
     pub target: Target,
+    /// TLS to it, if the cluster has a TLS transport socket.
+    pub tls: Option<Tls>,
     /// SotW or Delta.
     pub protocol: Protocol,
     /// ADS or SDS.

@@ -24,7 +24,7 @@ struct Out {
 }
 
 pub(super) async fn run(s: &mut Session<'_>) -> Result<(), StreamError> {
-    let channel = transport::connect(&s.cfg.target).await?;
+    let channel = transport::connect(&s.cfg.target, s.cfg.tls.as_ref()).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let mut out = Out { tx, first: true };
     for t in s.types.order.clone() {

@@ -42,8 +42,17 @@ impl Ca {
     /// A leaf for both server and client use. Each SAN is a URI if it contains `://`, an IP if
     /// it parses as one, else a DNS name. The subject is empty, as in Istio workload certs.
     pub fn leaf(&self, sans: &[&str]) -> Leaf {
+        self.leaf_with_subject(sans, &[])
+    }
+
+    /// A leaf with a subject: `(type, value)` pairs such as `(DnType::CommonName, "client")`.
+    pub fn leaf_with_subject(&self, sans: &[&str], subject: &[(DnType, &str)]) -> Leaf {
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.distinguished_name = DistinguishedName::new();
+        let mut dn = DistinguishedName::new();
+        for (t, v) in subject {
+            dn.push(t.clone(), *v);
+        }
+        p.distinguished_name = dn;
         p.subject_alt_names = sans
             .iter()
             .map(|s| {

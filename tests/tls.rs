@@ -62,50 +62,6 @@ fn tls_bootstrap(admin: u16, port: u16, tls: &str, echo: std::net::SocketAddr) -
     tls_bootstrap_with(admin, port, tls, echo, "")
 }
 
-/// The same, with more HttpConnectionManager fields (YAML at its indentation).
-fn tls_bootstrap_with(
-    admin: u16,
-    port: u16,
-    tls: &str,
-    echo: std::net::SocketAddr,
-    hcm: &str,
-) -> String {
-    format!(
-        r#"
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-  - name: tls
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-{tls}
-      filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: tls
-{hcm}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: echo }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-{cluster}"#,
-        cluster = static_cluster("echo", &[echo], "")
-    )
-}
-
 struct Pki {
     dir: PathBuf,
     ca: Ca,

@@ -13,54 +13,24 @@ use common::*;
 
 fn bootstrap(admin: u16, port: u16, dir: &Path, echo: std::net::SocketAddr) -> String {
     let f = |n: &str| dir.join(n).display().to_string();
-    format!(
-        r#"
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
-static_resources:
-  listeners:
-  - name: mtls
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
+    let tls = format!(
+        r#"          require_client_certificate: true
           common_tls_context:
             alpn_protocols: [h2, http/1.1]
             tls_certificates:
-            - certificate_chain: {{ filename: {server_pem} }}
-              private_key: {{ filename: {server_key} }}
+            - certificate_chain: {{ filename: {} }}
+              private_key: {{ filename: {} }}
             validation_context:
-              trusted_ca: {{ filename: {ca} }}
+              trusted_ca: {{ filename: {} }}
               match_typed_subject_alt_names:
               - san_type: URI
-                matcher: {{ prefix: "spiffe://cluster.local/" }}
-      filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: mtls
-          forward_client_cert_details: APPEND_FORWARD
-          set_current_client_cert_details: {{ subject: true, uri: true, dns: true }}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: echo }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-{cluster}"#,
-        server_pem = f("server.pem"),
-        server_key = f("server.key"),
-        ca = f("ca.pem"),
-        cluster = static_cluster("echo", &[echo], "")
-    )
+                matcher: {{ prefix: "spiffe://cluster.local/" }}"#,
+        f("server.pem"),
+        f("server.key"),
+        f("ca.pem")
+    );
+    let hcm = "          forward_client_cert_details: APPEND_FORWARD\n          set_current_client_cert_details: { subject: true, uri: true, dns: true }";
+    tls_bootstrap_with(admin, port, &tls, echo, hcm)
 }
 
 /// What a client saw: curl's exit code, status, HTTP version, and the upstream's view of the

@@ -474,6 +474,52 @@ static_resources:
     )
 }
 
+/// A bootstrap with one listener `tls` on `port` whose chain terminates TLS (`tls`: the
+/// DownstreamTlsContext's fields, YAML at 10 spaces) and routes everything to the `echo` cluster
+/// (`hcm`: more HttpConnectionManager fields, same indentation).
+pub fn tls_bootstrap_with(
+    admin: u16,
+    port: u16,
+    tls: &str,
+    echo: std::net::SocketAddr,
+    hcm: &str,
+) -> String {
+    format!(
+        r#"
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+  - name: tls
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+{tls}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: tls
+{hcm}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: echo }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+{cluster}"#,
+        cluster = static_cluster("echo", &[echo], "")
+    )
+}
+
 /// YAML for a STATIC cluster over `addrs` (indented for `http_bootstrap`).
 pub fn static_cluster(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
     let eps: String = addrs

@@ -1,9 +1,10 @@
 //! How fast and how lean a full xDS snapshot and an EDS update are applied, layer8 against
 //! Envoy, both fed by the in-repo control plane over Delta ADS on loopback TCP.
 //!
-//! Configurations: the Istio 1.20 sidecar dump (`virtualInbound` left out: downstream TLS is not
-//! served yet, nor upstream TLS, so clusters lose their transport sockets; Istio's private filters
-//! left out: upstream Envoy does not have them; the bound
+//! Configurations: the Istio 1.20 sidecar dump (`virtualInbound` with its mutual-TLS chains
+//! included, its secrets served over SDS by the same control plane from a throwaway CA, since the
+//! dump's keys are redacted; upstream TLS is not originated yet, so clusters lose their transport
+//! sockets; Istio's private filters left out: upstream Envoy does not have them; the bound
 //! listeners moved to free ports; EDS clusters given one endpoint), and a
 //! synthetic istiod-sized mesh (1000 services: 1000 EDS clusters, 1000 listeners, 10 route
 //! configurations with 10 000 routes).
@@ -76,6 +77,18 @@ fn istio_stats_config() -> serde_json::Value {
 }
 
 fn bootstrap(admin: u16, cp: SocketAddr) -> String {
+    // istio-agent's SDS server (`sds-grpc`) is played by the same control plane.
+    let clusters: Vec<serde_json::Value> = ["xds-grpc", "sds-grpc"]
+        .iter()
+        .map(|name| serde_json::json!({
+            "name": name, "type": "STATIC", "connect_timeout": "1s",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
+                {"socket_address": {"address": cp.ip().to_string(), "port_value": cp.port()}}}}]}]}
+        }))
+        .collect();
     serde_json::json!({
         "stats_config": istio_stats_config(),
         "node": {"id": "sidecar~10.0.0.1~bench.default~default.svc.cluster.local", "cluster": "bench.default"},
@@ -86,16 +99,38 @@ fn bootstrap(admin: u16, cp: SocketAddr) -> String {
             "ads_config": {"api_type": "DELTA_GRPC", "set_node_on_first_message_only": true, "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]}
         },
-        "static_resources": {"clusters": [{
-            "name": "xds-grpc", "type": "STATIC", "connect_timeout": "1s",
-            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}}}},
-            "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {"address":
-                {"socket_address": {"address": cp.ip().to_string(), "port_value": cp.port()}}}}]}]}
-        }]}
+        "static_resources": {"clusters": clusters}
     })
     .to_string()
+}
+
+/// istio-agent's `default` (workload certificate) and `ROOTCA` secrets, from a throwaway CA (the
+/// dump's own have their private keys redacted).
+fn istio_secrets() -> Vec<Any> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("key");
+    let ca = ca.self_signed(&ca_key).expect("ca");
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("params");
+    leaf.subject_alt_names = vec![SanType::URI(
+        "spiffe://cluster.local/ns/default/sa/bench"
+            .to_string()
+            .try_into()
+            .expect("uri"),
+    )];
+    let key = KeyPair::generate().expect("key");
+    let cert = leaf.signed_by(&key, &ca, &ca_key).expect("leaf");
+    [
+        serde_json::json!({"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+            "name": "default", "tls_certificate": {"certificate_chain": {"inline_string": cert.pem()},
+            "private_key": {"inline_string": key.serialize_pem()}}}),
+        serde_json::json!({"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+            "name": "ROOTCA", "validation_context": {"trusted_ca": {"inline_string": ca.pem()}}}),
+    ]
+    .into_iter()
+    .map(|v| files::resource_from_json(v).expect("secret"))
+    .collect()
 }
 
 struct Measured {
@@ -142,7 +177,12 @@ async fn measure(proxy: &str, resources: &[Any], eds: &[Any]) -> Measured {
         .await
         .expect("first request");
     let mut last = first.at;
-    for t in [CLUSTER, ENDPOINT, LISTENER, ROUTE] {
+    let with_secrets = resources.iter().any(|a| a.type_url == types::SECRET);
+    let mut kinds = vec![CLUSTER, ENDPOINT, LISTENER, ROUTE];
+    if with_secrets {
+        kinds.push(types::SECRET);
+    }
+    for t in kinds {
         let ack = cp
             .wait_for(Duration::from_secs(120), |r| {
                 r.type_url == t && r.is_ack() && r.response_version.as_deref() == Some(v.as_str())
@@ -209,13 +249,14 @@ fn in_process(resources: &[Any], eds: &[Any]) -> (f64, f64) {
     for _ in 0..5 {
         d = Dynamic::new(&Snapshot::default());
         let t = Instant::now();
-        for ty in [CLUSTER, ENDPOINT, LISTENER, ROUTE] {
+        for ty in [CLUSTER, ENDPOINT, LISTENER, ROUTE, types::SECRET] {
             let u = updates(resources, ty);
             let out = match ty {
                 CLUSTER => apply::clusters(&mut d, &u),
                 ENDPOINT => apply::endpoints(&mut d, &u),
                 LISTENER => apply::listeners(&mut d, &u),
-                _ => apply::routes(&mut d, &u),
+                ROUTE => apply::routes(&mut d, &u),
+                _ => apply::secrets(&mut d, &u),
             };
             assert!(out.rejected.is_empty(), "{:?}", out.rejected);
         }
@@ -252,16 +293,15 @@ fn istio_fixture() -> (Vec<Any>, Vec<Any>) {
         endpoints: 1,
     };
     // Upstream Envoy lacks Istio's own extensions; both proxies get the dump without them.
+    out.extend(istio_secrets());
     for a in files::resources_from_config_dump(std::path::Path::new(path))
         .expect("dump")
         .into_iter()
         .map(files::without_istio_extensions)
+        .filter(|a| a.type_url != types::SECRET)
     {
         if a.type_url == LISTENER {
             let mut l: Listener = a.to_msg().expect("listener");
-            if l.name == "virtualInbound" {
-                continue;
-            }
             if l.bind_to_port.as_ref().is_none_or(|b| b.value) {
                 use layer8_xds::pb::envoy::config::core::v3::{
                     address, socket_address::PortSpecifier,

@@ -555,3 +555,51 @@ async fn istio_authn_strict_requires_a_peer_certificate() {
     );
     let _ = std::fs::remove_dir_all(&pki.dir);
 }
+
+/// Certificates from the bootstrap's `static_resources.secrets`, referenced by name (an
+/// `sds_secret_config` without `sds_config`, as Envoy reads it); an unknown name is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_secrets_by_name() {
+    let pki = pki("tls-static-secret");
+    let echo = echo_upstream("echo").await;
+    let (admin, port) = (free_port(), free_port());
+    let tls = "          common_tls_context:\n            tls_certificate_sds_secret_configs:\n            - name: server-cert\n";
+    let secrets = format!(
+        "  secrets:\n  - name: server-cert\n    tls_certificate:\n      certificate_chain: {{ filename: {} }}\n      private_key: {{ filename: {} }}\n",
+        p(&pki.server.0),
+        p(&pki.server.1)
+    );
+    let with_secrets = |cfg: String| {
+        cfg.replace(
+            "static_resources:\n",
+            &format!("static_resources:\n{secrets}"),
+        )
+    };
+    let _s = start_in_process(&with_secrets(tls_bootstrap(admin, port, tls, echo.addr))).await;
+    let (rc, code, _, body) = curl(port, "/", &["--cacert", &p(&pki.ca_pem)]).await;
+    assert_eq!((rc, code.as_str()), (0, "200"), "{body}");
+
+    let bad = pki.dir.join("unknown.yaml");
+    std::fs::write(
+        &bad,
+        with_secrets(tls_bootstrap(
+            15997,
+            15996,
+            &tls.replace("server-cert", "missing"),
+            echo.addr,
+        )),
+    )
+    .expect("write");
+    let out = Command::new(layer8_bin())
+        .args(["validate", "-c"])
+        .arg(&bad)
+        .output()
+        .expect("validate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("listener 'tls'") && err.contains("unknown static secret 'missing'"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&pki.dir);
+}

@@ -294,13 +294,7 @@ fn invalid_tls_configs_are_rejected_naming_the_field() {
         let cfg = tls_bootstrap(15999, 15998, &tls, echo);
         let path = pki.dir.join("bad.yaml");
         std::fs::write(&path, cfg).expect("write");
-        let out = Command::new(layer8_bin())
-            .args(["validate", "-c"])
-            .arg(&path)
-            .output()
-            .expect("layer8 validate");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{field}: accepted");
+        let err = validate_rejects(&path);
         assert!(
             err.contains("listener 'tls'") && err.contains(field),
             "{field}: {err}"
@@ -541,13 +535,7 @@ async fn istio_authn_strict_requires_a_peer_certificate() {
         authn("{ peers: [ { mtls: {} } ], origins: [ { jwt: { issuer: x } } ] }"),
     )
     .expect("write");
-    let out = Command::new(layer8_bin())
-        .args(["validate", "-c"])
-        .arg(&bad)
-        .output()
-        .expect("validate");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = validate_rejects(&bad);
     assert!(
         err.contains("http_filters[0].typed_config.policy.origins")
             && err.contains("not implemented"),
@@ -590,13 +578,7 @@ async fn static_secrets_by_name() {
         )),
     )
     .expect("write");
-    let out = Command::new(layer8_bin())
-        .args(["validate", "-c"])
-        .arg(&bad)
-        .output()
-        .expect("validate");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = validate_rejects(&bad);
     assert!(
         err.contains("listener 'tls'") && err.contains("unknown static secret 'missing'"),
         "{err}"

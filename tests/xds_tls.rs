@@ -170,13 +170,7 @@ async fn ads_over_mutual_tls() {
         .remove("validation_context");
     let path = dir.join("no-ca.json");
     std::fs::write(&path, tls_bootstrap(free_port(), addr, tls)).expect("write");
-    let out = Command::new(layer8_bin())
-        .args(["validate", "-c"])
-        .arg(&path)
-        .output()
-        .expect("validate");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "accepted: {err}");
+    let err = validate_rejects(&path);
     assert!(
         err.contains("cluster 'xds-grpc'") && err.contains("validation_context"),
         "{err}"

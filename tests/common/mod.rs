@@ -537,6 +537,18 @@ pub fn static_cluster(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
     )
 }
 
+/// `layer8 validate -c path`, which must fail: its error output.
+pub fn validate_rejects(path: &std::path::Path) -> String {
+    let out = Command::new(layer8_bin())
+        .args(["validate", "-c"])
+        .arg(path)
+        .output()
+        .expect("layer8 validate");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{} accepted: {err}", path.display());
+    err
+}
+
 /// Value of a stat by Envoy name in the in-process store (0 if absent).
 pub fn stat(name: &str) -> u64 {
     layer8::stats::store().get(name).unwrap_or(0)

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use xxhash_rust::xxh64::xxh64;
 
-use super::headers::{self, FormatCtx};
+use super::headers::{self, names, FormatCtx};
 use super::local_reply::{self, Flag};
 use super::mirror::spawn_mirror;
 use super::path::rewrite_path;
@@ -108,6 +108,7 @@ impl Drop for InFlight<'_> {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
     req: Request<Incoming>,
+    tracker: Option<Arc<StreamTracker>>,
     ctx: &Arc<ConnCtx>,
     snapshot: &crate::model::Snapshot,
     table: &RouteTable,
@@ -149,8 +150,14 @@ pub(super) async fn forward(
     cluster.stats.rq_total.increment(1);
 
     let (mut parts, body) = req.into_parts();
-    let tracker = parts.extensions.remove::<Arc<StreamTracker>>();
-    let downstream_headers = parts.headers.clone();
+    // Kept only for response mutations that read request headers (`%REQ(...)%`).
+    let downstream_headers = (headers::reads_request_headers(&[
+        &route.response_headers,
+        &vh.response_headers,
+        &table.response_headers,
+    ]) || weighted
+        .is_some_and(|w| headers::reads_request_headers(&[&w.response_headers])))
+    .then(|| parts.headers.clone());
     let wants_upgrade = parts.headers.contains_key(header::UPGRADE)
         && parts
             .headers
@@ -182,9 +189,9 @@ pub(super) async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
     add_forwarding_headers(&mut parts.headers, ctx);
     if let Some(t) = fwd.timeout {
-        if let Ok(v) = HeaderValue::from_str(&t.as_millis().to_string()) {
-            parts.headers.insert("x-envoy-expected-rq-timeout-ms", v);
-        }
+        parts
+            .headers
+            .insert(names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS, headers::millis(t));
     }
     let fctx = FormatCtx {
         info: &ctx.info,
@@ -200,36 +207,36 @@ pub(super) async fn forward(
     headers::apply(&table.request_headers, &mut parts.headers, &fctx);
 
     // Path and host rewrites.
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let new_pq = rewrite_path(&pq, &fwd.rewrite, &route.matcher);
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let rewritten = fwd
+        .rewrite
+        .as_ref()
+        .map(|_| rewrite_path(pq, &fwd.rewrite, &route.matcher));
     if fwd.rewrite.is_some() {
         // Envoy records the path before a configured rewrite, even one that did not change it.
-        if let Ok(v) = HeaderValue::from_str(&pq) {
-            parts.headers.insert("x-envoy-original-path", v);
+        if let Ok(v) = HeaderValue::from_str(pq) {
+            parts.headers.insert(names::X_ENVOY_ORIGINAL_PATH, v);
         }
     }
-    let mut authority = host.clone();
-    match &fwd.host_rewrite {
-        Some(HostRewrite::Literal(v)) => authority = v.to_str().unwrap_or(&host).to_string(),
+    let new_pq: &str = rewritten.as_deref().unwrap_or(pq);
+    let authority: std::borrow::Cow<'_, str> = match &fwd.host_rewrite {
+        Some(HostRewrite::Literal(v)) => v.to_str().unwrap_or(&host).to_string().into(),
         Some(HostRewrite::FromHeader(n)) => {
-            if let Some(v) = parts.headers.get(n).and_then(|v| v.to_str().ok()) {
-                authority = v.to_string();
+            match parts.headers.get(n).and_then(|v| v.to_str().ok()) {
+                Some(v) => v.to_string().into(),
+                None => host.as_str().into(),
             }
         }
-        Some(HostRewrite::Auto) | None => {}
-    }
-    if authority != host && !host.is_empty() {
+        Some(HostRewrite::Auto) | None => host.as_str().into(),
+    };
+    if *authority != *host && !host.is_empty() {
         // Envoy's Utility::updateAuthority: keep the original in x-envoy-original-host, and
         // append it to x-forwarded-host only when the route asks for it.
         if let Ok(v) = HeaderValue::from_str(&host) {
             if fwd.append_x_forwarded_host {
                 let xfh = match parts
                     .headers
-                    .get("x-forwarded-host")
+                    .get(names::X_FORWARDED_HOST)
                     .and_then(|x| x.to_str().ok())
                 {
                     Some(prev) => {
@@ -237,9 +244,9 @@ pub(super) async fn forward(
                     }
                     None => v.clone(),
                 };
-                parts.headers.insert("x-forwarded-host", xfh);
+                parts.headers.insert(names::X_FORWARDED_HOST, xfh);
             }
-            parts.headers.insert("x-envoy-original-host", v);
+            parts.headers.insert(names::X_ENVOY_ORIGINAL_HOST, v);
         }
     }
 
@@ -271,7 +278,7 @@ pub(super) async fn forward(
     for m in &fwd.mirrors {
         if let (Some(b), Some(mc)) = (&buffered, snapshot.cluster(&m.cluster)) {
             if m.per_million >= 1_000_000 || rand::random_range(0..1_000_000) < m.per_million {
-                spawn_mirror(mc.clone(), &parts, &new_pq, &authority, b.clone());
+                spawn_mirror(mc.clone(), &parts, new_pq, &authority, b.clone());
             }
         }
     }
@@ -297,7 +304,9 @@ pub(super) async fn forward(
             cluster.stats.cx_none_healthy.increment(1);
             return local_reply::for_flag(Flag::NoHealthyUpstream, "");
         };
-        tried.push(target.clone());
+        if retry.as_ref().is_some_and(|r| r.avoid_previous_hosts) {
+            tried.push(target.clone());
+        }
         let _active = target.start_request();
 
         let body: pool::UpstreamBody = match (&buffered, streaming.take()) {
@@ -305,7 +314,13 @@ pub(super) async fn forward(
             (None, Some(s)) => Either::Left(TrackedBody::new(s, tracker.clone())),
             (None, None) => break local_reply::for_flag(Flag::Reset, ""),
         };
-        let uri = upstream_uri(cluster, downstream_h2, &authority, &new_pq);
+        let uri = upstream_uri(
+            cluster,
+            downstream_h2,
+            &authority,
+            new_pq,
+            rewritten.is_none().then_some(&parts.uri),
+        );
         let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
         if let Some(h) = builder.headers_mut() {
             // The last possible attempt takes the headers; earlier ones copy them for a retry.
@@ -314,8 +329,13 @@ pub(super) async fn forward(
             } else {
                 parts.headers.clone()
             };
-            if let Ok(v) = HeaderValue::from_str(&authority) {
-                h.insert(header::HOST, v);
+            // Host as routed (an HTTP/1.1 request usually has it already).
+            if h.get(header::HOST)
+                .is_none_or(|v| v.as_bytes() != authority.as_bytes())
+            {
+                if let Ok(v) = HeaderValue::from_str(&authority) {
+                    h.insert(header::HOST, v);
+                }
             }
             if matches!(fwd.host_rewrite, Some(HostRewrite::Auto)) && !target.hostname.is_empty() {
                 if let Ok(v) = HeaderValue::from_str(&target.hostname) {
@@ -438,7 +458,7 @@ pub(super) async fn forward(
                     weighted,
                     started,
                     protocol,
-                    &downstream_headers,
+                    downstream_headers.as_ref(),
                     upstream_addr,
                     downstream_upgrade,
                 );
@@ -447,11 +467,15 @@ pub(super) async fn forward(
     }
 }
 
+/// The upstream request's URI: origin-form for HTTP/1.1, absolute for HTTP/2. `unchanged` is
+/// the downstream URI when `pq` is still its path: reused as is when it already has the form
+/// needed.
 pub(super) fn upstream_uri(
     cluster: &Cluster,
     downstream_h2: bool,
     authority: &str,
     pq: &str,
+    unchanged: Option<&Uri>,
 ) -> Uri {
     use crate::model::cluster::UpstreamProtocol as P;
     let h2 = match cluster.config.protocol {
@@ -459,6 +483,11 @@ pub(super) fn upstream_uri(
         P::Http1 => false,
         P::UseDownstream => downstream_h2,
     };
+    if let Some(u) = unchanged {
+        if !h2 && u.scheme().is_none() && u.authority().is_none() {
+            return u.clone();
+        }
+    }
     if h2 {
         if let Ok(u) = Uri::builder()
             .scheme("http")
@@ -472,7 +501,7 @@ pub(super) fn upstream_uri(
     pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
 }
 
-const XFCC: &str = "x-forwarded-client-cert";
+const XFCC: http::HeaderName = names::X_FORWARDED_CLIENT_CERT;
 
 /// `x-forwarded-client-cert` as `forward_client_cert_details` says: a client can only vouch for
 /// certificates over mutual TLS, so on other connections the header is dropped (except in
@@ -518,30 +547,30 @@ pub(super) fn add_forwarding_headers(h: &mut http::HeaderMap, ctx: &ConnCtx) {
         "http"
     };
     if hcm.use_remote_address {
-        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        h.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static(proto));
         if !hcm.skip_xff_append {
             let peer = ctx.info.peer.ip().to_string();
-            let value = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let value = match h.get(names::X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(existing) => format!("{existing}, {peer}"),
                 None => peer,
             };
             if let Ok(v) = HeaderValue::from_str(&value) {
-                h.insert("x-forwarded-for", v);
+                h.insert(names::X_FORWARDED_FOR, v);
             }
         }
-    } else if !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    } else if !h.contains_key(names::X_FORWARDED_PROTO) {
+        h.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     forward_client_cert(h, ctx);
-    let has_id = h.contains_key("x-request-id");
     let regenerate = hcm.use_remote_address && !hcm.preserve_external_request_id;
-    if hcm.generate_request_id && (!has_id || regenerate) {
-        if let Ok(v) = HeaderValue::from_str(
-            &uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .to_string(),
-        ) {
-            h.insert("x-request-id", v);
+    if hcm.generate_request_id && (regenerate || !h.contains_key(names::X_REQUEST_ID)) {
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut id);
+        if let Ok(v) = HeaderValue::from_str(id) {
+            h.insert(names::X_REQUEST_ID, v);
         }
     }
     if let Some(via) = &hcm.via {
@@ -559,7 +588,7 @@ pub(super) fn finish_response(
     weighted: Option<&WeightedTarget>,
     started: Instant,
     protocol: &'static str,
-    request_headers: &http::HeaderMap,
+    request_headers: Option<&http::HeaderMap>,
     upstream: &str,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<RespBody> {
@@ -580,13 +609,14 @@ pub(super) fn finish_response(
         }
     }
     headers::strip_hop_by_hop(&mut parts.headers, switching);
-    if let Ok(v) = HeaderValue::from_str(&started.elapsed().as_millis().to_string()) {
-        parts.headers.insert("x-envoy-upstream-service-time", v);
-    }
+    parts.headers.insert(
+        names::X_ENVOY_UPSTREAM_SERVICE_TIME,
+        headers::millis(started.elapsed()),
+    );
     let fctx = FormatCtx {
         info: &ctx.info,
         protocol,
-        request: Some(request_headers),
+        request: request_headers,
         upstream: Some(upstream),
     };
     headers::apply(&route.response_headers, &mut parts.headers, &fctx);

@@ -6,31 +6,104 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::listener::ConnInfo;
 use crate::model::route::{AppendAction, HeaderFormat, HeaderOps};
 
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// Header names the proxy sets itself, parsed once (a `&str` name is parsed and hashed on every
+/// use).
+pub mod names {
+    use http::header::HeaderName;
+
+    /// `keep-alive`.
+    pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    /// `proxy-connection`.
+    pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    /// `x-forwarded-proto`.
+    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    /// `x-forwarded-for`.
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    /// `x-forwarded-host`.
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    /// `x-forwarded-client-cert`.
+    pub const X_FORWARDED_CLIENT_CERT: HeaderName =
+        HeaderName::from_static("x-forwarded-client-cert");
+    /// `x-request-id`.
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    /// `x-envoy-expected-rq-timeout-ms`.
+    pub const X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: HeaderName =
+        HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+    /// `x-envoy-original-path`.
+    pub const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+    /// `x-envoy-original-host`.
+    pub const X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
+    /// `x-envoy-upstream-service-time`.
+    pub const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+        HeaderName::from_static("x-envoy-upstream-service-time");
+    /// `x-envoy-overloaded`.
+    pub const X_ENVOY_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+}
+
+const HOPS: usize = 6;
+
+static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
+    names::KEEP_ALIVE,
+    names::PROXY_CONNECTION,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::TE,
 ];
 
+/// The [`HOP_BY_HOP`] index of a (lower-case) header name. Runs for every header of every
+/// request and response, so it looks at the length before comparing.
+fn hop_index(name: &[u8]) -> Option<usize> {
+    let is = |i: usize| name.eq_ignore_ascii_case(HOP_BY_HOP[i].as_str().as_bytes());
+    match name.len() {
+        2 if is(5) => Some(5),
+        7 if is(4) => Some(4),
+        10 if is(0) => Some(0),
+        10 if is(1) => Some(1),
+        16 if is(2) => Some(2),
+        17 if is(3) => Some(3),
+        _ => None,
+    }
+}
+
 /// Remove hop-by-hop headers (and those named in `Connection`). `te: trailers` survives, as it
 /// must for gRPC; `upgrade` survives when `keep_upgrade` is set.
+///
+/// Runs on every request and response, so it looks before it touches: one pass over the names
+/// present, and removals (each a hash lookup) only for headers that are there.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-        .collect();
-    let te_trailers = h
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for n in HOP_BY_HOP.iter() {
-        if keep_upgrade && (n == header::UPGRADE || n == header::CONNECTION) {
+    let mut present = [false; HOPS];
+    for name in h.keys() {
+        if let Some(i) = hop_index(name.as_str().as_bytes()) {
+            present[i] = true;
+        }
+    }
+    if present == [false; HOPS] {
+        return;
+    }
+    // Headers named in `Connection` beyond the fixed list (rare): parsed only then.
+    let mut named: Vec<HeaderName> = Vec::new();
+    if present[0] {
+        for v in h.get_all(header::CONNECTION) {
+            for token in v.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.is_empty()
+                    || token.eq_ignore_ascii_case(b"close")
+                    || hop_index(token).is_some()
+                {
+                    continue;
+                }
+                if let Ok(n) = HeaderName::from_bytes(token) {
+                    named.push(n);
+                }
+            }
+        }
+    }
+    let te_trailers = present[5]
+        && h.get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for (n, here) in HOP_BY_HOP.iter().zip(present) {
+        if !here || keep_upgrade && (n == header::UPGRADE || n == header::CONNECTION) {
             continue;
         }
         h.remove(n);
@@ -76,6 +149,46 @@ fn format(f: &HeaderFormat, ctx: &FormatCtx<'_>, target: &HeaderMap) -> Option<H
     }
 }
 
+/// A duration in whole milliseconds as a header value (`x-envoy-upstream-service-time`,
+/// `x-envoy-expected-rq-timeout-ms`). Small values, and the last large one (a route's timeout),
+/// are kept per thread, so the usual request formats and allocates nothing.
+pub fn millis(d: std::time::Duration) -> HeaderValue {
+    const SMALL: u64 = 100;
+    thread_local! {
+        static SMALL_VALUES: Vec<HeaderValue> = (0..SMALL).map(HeaderValue::from).collect();
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms < SMALL {
+        if let Ok(v) = SMALL_VALUES.try_with(|s| s[ms as usize].clone()) {
+            return v;
+        }
+    }
+    LAST.try_with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((k, v)) if *k == ms => v.clone(),
+            _ => {
+                let v = HeaderValue::from(ms);
+                *last = Some((ms, v.clone()));
+                v
+            }
+        }
+    })
+    .unwrap_or_else(|_| HeaderValue::from(ms))
+}
+
+/// Whether any of these (response) mutations reads a request header (`%REQ(...)%`), so the
+/// request's headers must be kept until the response.
+pub fn reads_request_headers(ops: &[&HeaderOps]) -> bool {
+    ops.iter().any(|ops| {
+        ops.add
+            .iter()
+            .any(|a| matches!(a.value, HeaderFormat::RequestHeader(_)))
+    })
+}
+
 /// Apply configured removals and additions.
 pub fn apply(ops: &HeaderOps, h: &mut HeaderMap, ctx: &FormatCtx<'_>) {
     for n in &ops.remove {
@@ -103,5 +216,76 @@ pub fn apply(ops: &HeaderOps, h: &mut HeaderMap, ctx: &FormatCtx<'_>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        h.keys().map(|k| k.as_str()).collect()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_connection_tokens_are_removed() {
+        let mut h = map(&[
+            ("host", "a"),
+            ("connection", "Keep-Alive, X-Private ,close"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+            ("x-private", "1"),
+            ("x-other", "2"),
+            ("x-kept", "3"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn te_trailers_survives_and_upgrade_is_kept_when_asked() {
+        let mut h = map(&[
+            ("te", "Trailers"),
+            ("connection", "upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["te"]);
+    }
+
+    #[test]
+    fn a_map_without_hop_by_hop_headers_is_untouched() {
+        let mut h = map(&[("host", "a"), ("x-a", "1"), ("x-a", "2")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("host", "a"), ("x-a", "1"), ("x-a", "2")]));
+    }
+
+    #[test]
+    fn millis_values() {
+        use std::time::Duration;
+        assert_eq!(millis(Duration::from_micros(999)), "0");
+        assert_eq!(millis(Duration::from_millis(99)), "99");
+        assert_eq!(millis(Duration::from_millis(15000)), "15000");
+        assert_eq!(millis(Duration::from_millis(15000)), "15000");
+        assert_eq!(millis(Duration::from_millis(250)), "250");
     }
 }

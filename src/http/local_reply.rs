@@ -97,8 +97,10 @@ pub fn upstream_failure(
     }
     let mut resp = reply(StatusCode::SERVICE_UNAVAILABLE, body);
     if flag == Flag::Overflow {
-        resp.headers_mut()
-            .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+        resp.headers_mut().insert(
+            super::headers::names::X_ENVOY_OVERLOADED,
+            HeaderValue::from_static("true"),
+        );
     }
     resp.extensions_mut().insert(flag);
     resp

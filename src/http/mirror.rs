@@ -29,7 +29,7 @@ pub(super) fn spawn_mirror(
         let Some(host) = cluster.pick(None, 0, &[]) else {
             return;
         };
-        let uri = upstream_uri(&cluster, false, &shadow, &pq);
+        let uri = upstream_uri(&cluster, false, &shadow, &pq, None);
         let mut b = Request::builder().method(method).uri(uri);
         if let Some(h) = b.headers_mut() {
             *h = headers;

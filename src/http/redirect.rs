@@ -31,7 +31,7 @@ pub(super) fn redirect(
     // protocol (x-forwarded-proto) while on that protocol's default port.
     let request_proto = req
         .headers()
-        .get("x-forwarded-proto")
+        .get(super::headers::names::X_FORWARDED_PROTO)
         .and_then(|v| v.to_str().ok())
         .unwrap_or(req.uri().scheme_str().unwrap_or("http"));
     let port = match (r.port, &r.host, orig_port) {

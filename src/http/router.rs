@@ -21,7 +21,7 @@ use crate::model::listener::{RouteSource, ServerHeader};
 use crate::model::route::*;
 
 /// Handle one downstream request.
-pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody> {
+pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody> {
     let hcm = &ctx.hcm;
     let stats = &hcm.stats;
     stats.rq_total.increment(1);
@@ -34,12 +34,11 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<R
     }
     let timers = (hcm.request_timeout, hcm.stream_idle_timeout);
     let mut resp = if timers == (None, None) {
-        route_and_forward(req, &ctx).await
+        route_and_forward(req, &ctx, None).await
     } else {
         let tracker = StreamTracker::new(hyper::body::Body::is_end_stream(req.body()));
-        req.extensions_mut().insert(tracker.clone());
         tokio::select! {
-            resp = route_and_forward(req, &ctx) => resp,
+            resp = route_and_forward(req, &ctx, Some(tracker.clone())) => resp,
             expired = watchdog(tracker, timers.0, timers.1) => {
                 let body = match expired {
                     Expired::Request => {
@@ -101,9 +100,25 @@ pub(super) fn authority(req: &Request<Incoming>) -> Option<String> {
 
 /// nghttp2's authority check, as Envoy applies it (an empty Host is accepted and routed).
 pub(super) fn valid_host(h: &str) -> bool {
-    h.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%@".contains(&b))
+    h.bytes().all(|b| HOST_CHARS[usize::from(b)])
 }
+
+/// The bytes [`valid_host`] allows, as a table (it runs on every request).
+const HOST_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~:[]!$&'()*+,;=%@";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// Envoy closes an HTTP/1 connection after rejecting a request's headers (HTTP/1.0 not
 /// accepted, missing or invalid Host): the response carries `Connection: close`.
@@ -118,6 +133,7 @@ pub(super) fn closing(mut resp: Response<RespBody>, version: Version) -> Respons
 pub(super) async fn route_and_forward(
     mut req: Request<Incoming>,
     ctx: &Arc<ConnCtx>,
+    tracker: Option<Arc<StreamTracker>>,
 ) -> Response<RespBody> {
     let hcm = &ctx.hcm;
     if req.version() == Version::HTTP_10 && !hcm.accept_http_10 {
@@ -151,12 +167,18 @@ pub(super) async fn route_and_forward(
             .map(|p| p.as_str())
             .unwrap_or("/");
         let (path, query) = pq.split_once('?').map_or((pq, None), |(p, q)| (p, Some(q)));
-        let np = if hcm.normalize_path {
+        // Most paths have nothing to normalise: check before building a new one.
+        let clean = path.starts_with('/')
+            && !(hcm.normalize_path && path.contains("/."))
+            && !(hcm.merge_slashes && path.contains("//"));
+        let np = if clean {
+            String::new()
+        } else if hcm.normalize_path {
             normalize(path, hcm.merge_slashes)
         } else {
             normalize_slashes(path)
         };
-        if np != path {
+        if !clean && np != path {
             let new = match query {
                 Some(q) => format!("{np}?{q}"),
                 None => np,
@@ -185,7 +207,11 @@ pub(super) async fn route_and_forward(
             }
         },
     };
-    let host_lc = host.to_ascii_lowercase();
+    let host_lc = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host.as_str())
+    };
     let host_for_match = if table.ignore_port_in_host_matching {
         strip_port(&host_lc)
     } else {
@@ -217,19 +243,13 @@ pub(super) async fn route_and_forward(
         RouteAction::Forward(fwd) => {
             // The router's own replies (no cluster, connect failure, overflow, ...) get the
             // route's response header mutations, as Envoy's do.
-            let wants_request = [
+            let wants_request = headers::reads_request_headers(&[
                 &route.response_headers,
                 &vh.response_headers,
                 &table.response_headers,
-            ]
-            .iter()
-            .any(|ops| {
-                ops.add
-                    .iter()
-                    .any(|a| matches!(a.value, HeaderFormat::RequestHeader(_)))
-            });
+            ]);
             let request_headers = wants_request.then(|| req.headers().clone());
-            let mut resp = forward(req, ctx, snapshot, table, vh, route, fwd, host).await;
+            let mut resp = forward(req, tracker, ctx, snapshot, table, vh, route, fwd, host).await;
             if resp.extensions().get::<Flag>().is_some() {
                 let fctx = FormatCtx {
                     info: &ctx.info,

@@ -194,39 +194,76 @@ pub enum Sender {
     H2(http2::SendRequest<UpstreamBody>),
 }
 
+fn wants_h2(cluster: &Cluster, downstream_h2: bool) -> bool {
+    match cluster.config.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::UseDownstream => downstream_h2,
+    }
+}
+
+fn max_requests(cluster: &Cluster) -> Option<u32> {
+    cluster
+        .config
+        .max_requests_per_connection
+        .filter(|m| *m > 0)
+}
+
 /// Get a connection to `host` (pooled or new). Failing here consumes no request, so connect
 /// failures can be retried.
+///
+/// A pooled connection is taken synchronously; only a new one awaits the connect, in a boxed
+/// future, so the request's own future stays small (it is moved on every request).
 pub async fn checkout(
     cluster: &Arc<Cluster>,
     host: &Arc<Host>,
     downstream_h2: bool,
 ) -> Result<Sender, UpstreamError> {
-    let use_h2 = match cluster.config.protocol {
-        UpstreamProtocol::Http1 => false,
-        UpstreamProtocol::Http2 => true,
-        UpstreamProtocol::UseDownstream => downstream_h2,
-    };
-    let max = cluster
-        .config
-        .max_requests_per_connection
-        .filter(|m| *m > 0);
-    if !use_h2 {
+    match pooled(cluster, host, downstream_h2) {
+        Some(s) => Ok(s),
+        None => Box::pin(open(cluster, host, downstream_h2)).await,
+    }
+}
+
+/// An idle HTTP/1.1 connection or the shared HTTP/2 one, if there is one to use.
+fn pooled(cluster: &Arc<Cluster>, host: &Arc<Host>, downstream_h2: bool) -> Option<Sender> {
+    let max = max_requests(cluster);
+    if !wants_h2(cluster, downstream_h2) {
         let idle_timeout = cluster.config.idle_timeout.unwrap_or(Duration::MAX);
-        while let Some(mut c) = host.pool.slot().idle.pop() {
+        while let Some(c) = host.pool.slot().idle.pop() {
             if c.idle_since.elapsed() >= idle_timeout {
                 continue; // idle too long (`common_http_protocol_options.idle_timeout`): close
             }
             if c.sender.is_ready() {
-                return Ok(Sender::H1(c, host.clone(), max));
+                return Some(Sender::H1(c, host.clone(), max));
             }
             // Returned at the end of its response body; hyper may not have marked it ready yet.
+            let mut c = c;
             if !c.sender.is_closed()
                 && futures_util::FutureExt::now_or_never(c.sender.ready())
                     .is_some_and(|r| r.is_ok())
             {
-                return Ok(Sender::H1(c, host.clone(), max));
+                return Some(Sender::H1(c, host.clone(), max));
             }
         }
+        return None;
+    }
+    let c = host.pool.slot().h2.load_full()?;
+    let n = c.streams.fetch_add(1, Ordering::Relaxed) + 1;
+    if !c.sender.is_closed() && max.is_none_or(|m| n <= m) {
+        return Some(Sender::H2(c.sender.clone()));
+    }
+    None
+}
+
+/// Connect a new connection to `host` (HTTP/1.1 or HTTP/2 as the cluster says).
+async fn open(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    downstream_h2: bool,
+) -> Result<Sender, UpstreamError> {
+    let max = max_requests(cluster);
+    if !wants_h2(cluster, downstream_h2) {
         let (io, guard) = connect(cluster, host).await?;
         let (s, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
@@ -245,12 +282,6 @@ pub async fn checkout(
             host.clone(),
             max,
         ));
-    }
-    if let Some(c) = host.pool.slot().h2.load_full() {
-        let n = c.streams.fetch_add(1, Ordering::Relaxed) + 1;
-        if !c.sender.is_closed() && max.is_none_or(|m| n <= m) {
-            return Ok(Sender::H2(c.sender.clone()));
-        }
     }
     let (io, guard) = connect(cluster, host).await?;
     let (s, conn) = http2::Builder::new(TokioExecutor::new())

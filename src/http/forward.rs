@@ -356,10 +356,10 @@ pub(super) async fn forward(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let exchange = async {
+        let exchange = std::pin::pin!(async {
             let sender = pool::checkout(cluster, &target, downstream_h2).await?;
             sender.send(upstream_req).await
-        };
+        });
         let outcome = match limit {
             Some(l) => tokio::time::timeout(l, exchange).await.map_err(|_| ()),
             None => Ok(exchange.await),

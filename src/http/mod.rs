@@ -145,7 +145,7 @@ pub async fn serve<S>(
         let ctx = svc_ctx.clone();
         async move {
             let h1 = req.version() != http::Version::HTTP_2;
-            let mut resp = router::handle(req, ctx.clone()).await;
+            let mut resp = std::pin::pin!(router::handle(req, ctx.clone())).await;
             if h1
                 && ctx.draining.load(Ordering::SeqCst)
                 && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS

@@ -33,12 +33,15 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespB
         stats.rq_http1.increment(1);
     }
     let timers = (hcm.request_timeout, hcm.stream_idle_timeout);
-    let mut resp = if timers == (None, None) {
-        route_and_forward(req, &ctx, None).await
-    } else {
-        let tracker = StreamTracker::new(hyper::body::Body::is_end_stream(req.body()));
-        tokio::select! {
-            resp = route_and_forward(req, &ctx, Some(tracker.clone())) => resp,
+    let tracker = (timers != (None, None))
+        .then(|| StreamTracker::new(hyper::body::Body::is_end_stream(req.body())));
+    // Futures are pinned where they are made and awaited by reference: awaiting one by value
+    // can store it twice in the caller's state, and that state is moved for every request.
+    let routed = std::pin::pin!(route_and_forward(req, &ctx, tracker.clone()));
+    let mut resp = match tracker {
+        None => routed.await,
+        Some(tracker) => tokio::select! {
+            resp = routed => resp,
             expired = watchdog(tracker, timers.0, timers.1) => {
                 let body = match expired {
                     Expired::Request => {
@@ -52,7 +55,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespB
                 };
                 closing(local_reply::reply(StatusCode::REQUEST_TIMEOUT, body), version)
             }
-        }
+        },
     };
     // Answer in the downstream's protocol, whatever the upstream spoke (HTTP/1.0 upstreams).
     *resp.version_mut() = if version == Version::HTTP_2 {
@@ -249,7 +252,10 @@ pub(super) async fn route_and_forward(
                 &table.response_headers,
             ]);
             let request_headers = wants_request.then(|| req.headers().clone());
-            let mut resp = forward(req, tracker, ctx, snapshot, table, vh, route, fwd, host).await;
+            let forwarded = std::pin::pin!(forward(
+                req, tracker, ctx, snapshot, table, vh, route, fwd, host
+            ));
+            let mut resp = forwarded.await;
             if resp.extensions().get::<Flag>().is_some() {
                 let fctx = FormatCtx {
                     info: &ctx.info,

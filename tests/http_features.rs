@@ -288,3 +288,76 @@ async fn request_timeout_and_stream_idle_timeout() {
     assert_eq!((r.status, r.text().as_str()), (408, "stream timeout"));
     assert_eq!(c.get(l2, "x", "/delay/100").await.status, 200);
 }
+
+/// Reads one HTTP/1.1 response (headers and a `content-length` body) from `s`.
+async fn read_response(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return text;
+            }
+        }
+        let n = s.read(&mut chunk).await.expect("read response");
+        assert!(n > 0, "connection closed mid-response: {text}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_idle_timeout_closes_only_idle_http1_connections() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = echo_upstream("a").await;
+    let (admin, l) = (free_port(), free_port());
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: idle, timeout: 0s }";
+    let _a = start_in_process(&http_bootstrap(
+        admin,
+        l,
+        &vhosts(routes),
+        &static_cluster("idle", &[up.addr], ""),
+        "common_http_protocol_options: { idle_timeout: 0.4s }",
+    ))
+    .await;
+    let before = stat("http.ingress.downstream_cx_idle_timeout");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", l))
+        .await
+        .expect("connect");
+    // A request slower than the idle timeout keeps the connection busy, not idle.
+    s.write_all(b"GET /delay/900 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let resp = read_response(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    // Requests keep it alive while they come sooner than the timeout.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let resp = read_response(&mut s).await;
+        assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    }
+    assert_eq!(stat("http.ingress.downstream_cx_idle_timeout"), before);
+    // Then idle: the proxy closes it.
+    let idle_from = Instant::now();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("closed by the idle timeout")
+        .expect("read");
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&rest));
+    assert!(idle_from.elapsed() >= Duration::from_millis(350));
+    assert_eq!(stat("http.ingress.downstream_cx_idle_timeout"), before + 1);
+}

@@ -646,6 +646,7 @@ fn http_connection_manager(
             rq_peer_authn_failed: c("istio_authn.peer_authn_failed"),
             rq_timeout: c("downstream_rq_timeout"),
             rq_idle_timeout: c("downstream_rq_idle_timeout"),
+            cx_idle_timeout: c("downstream_cx_idle_timeout"),
             rq_http1: c("downstream_rq_http1_total"),
             rq_http2: c("downstream_rq_http2_total"),
         },

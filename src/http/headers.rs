@@ -51,8 +51,8 @@ static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::TE,
 ];
 
-/// The [`HOP_BY_HOP`] index of a (lower-case) header name. Runs for every header of every
-/// request and response, so it looks at the length before comparing.
+/// The [`HOP_BY_HOP`] index of a header name as sent (any case), looking at the length before
+/// comparing.
 fn hop_index(name: &[u8]) -> Option<usize> {
     let is = |i: usize| name.eq_ignore_ascii_case(HOP_BY_HOP[i].as_str().as_bytes());
     match name.len() {
@@ -74,9 +74,23 @@ fn hop_index(name: &[u8]) -> Option<usize> {
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     let mut present = [false; HOPS];
     for name in h.keys() {
-        if let Some(i) = hop_index(name.as_str().as_bytes()) {
-            present[i] = true;
-        }
+        // Standard names compare as enum tags; only the two custom ones compare as text.
+        let i = if *name == header::CONNECTION {
+            0
+        } else if *name == header::TRANSFER_ENCODING {
+            3
+        } else if *name == header::UPGRADE {
+            4
+        } else if *name == header::TE {
+            5
+        } else {
+            match name.as_str() {
+                "keep-alive" => 1,
+                "proxy-connection" => 2,
+                _ => continue,
+            }
+        };
+        present[i] = true;
     }
     if present == [false; HOPS] {
         return;

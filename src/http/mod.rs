@@ -15,8 +15,9 @@ pub mod router;
 pub mod stream_timeout;
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -52,6 +53,61 @@ pub struct ConnCtx {
     pub peer_authenticated: bool,
     /// This hop's `x-forwarded-client-cert` element (mutual TLS, APPEND_FORWARD/SANITIZE_SET).
     pub xfcc: Option<http::HeaderValue>,
+    /// Requests in progress and when the last one ended, for the connection's `idle_timeout`.
+    pub idle: IdleClock,
+}
+
+/// The HTTP/1 connection's idle clock: one timer per connection, not one per request.
+#[derive(Debug)]
+pub struct IdleClock {
+    start: Instant,
+    active: AtomicU32,
+    /// Milliseconds from `start` to the end of the last request.
+    since: AtomicU64,
+}
+
+impl IdleClock {
+    fn new() -> IdleClock {
+        IdleClock {
+            start: Instant::now(),
+            active: AtomicU32::new(0),
+            since: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(&self) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.since.store(ms, Ordering::Relaxed);
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Resolves once no request has been in progress for `timeout`.
+    async fn expired(&self, timeout: Duration) {
+        loop {
+            let since = self.since.load(Ordering::Relaxed);
+            let Some(deadline) = self
+                .start
+                .checked_add(Duration::from_millis(since))
+                .and_then(|t| t.checked_add(timeout))
+            else {
+                return std::future::pending().await; // beyond any clock: never
+            };
+            tokio::time::sleep_until(deadline.into()).await;
+            if self.active.load(Ordering::Relaxed) == 0
+                && self.since.load(Ordering::Relaxed) == since
+            {
+                return;
+            }
+            if self.active.load(Ordering::Relaxed) > 0 {
+                // Busy: look again a full timeout from now (the request's end moves `since`).
+                tokio::time::sleep(timeout).await;
+            }
+        }
+    }
 }
 
 /// Wait until the connection's listener generation is drained.
@@ -139,13 +195,16 @@ pub async fn serve<S>(
         state,
         draining: AtomicBool::new(false),
         snapshot: state_snapshot,
+        idle: IdleClock::new(),
     });
     let svc_ctx = ctx.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let ctx = svc_ctx.clone();
         async move {
             let h1 = req.version() != http::Version::HTTP_2;
+            ctx.idle.begin();
             let mut resp = std::pin::pin!(router::handle(req, ctx.clone())).await;
+            ctx.idle.end();
             if h1
                 && ctx.draining.load(Ordering::SeqCst)
                 && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
@@ -168,7 +227,7 @@ pub async fn serve<S>(
         .http1()
         .timer(TokioTimer::new())
         .max_buf_size(hcm.max_request_headers_bytes.max(8192))
-        .header_read_timeout(hcm.request_headers_timeout.or(hcm.idle_timeout))
+        .header_read_timeout(hcm.request_headers_timeout)
         .preserve_header_case(false);
     builder
         .http2()
@@ -177,8 +236,17 @@ pub async fn serve<S>(
         .max_concurrent_streams(2_147_483_647);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
+    // HTTP/1's `idle_timeout` (HTTP/2 connections are closed by their peers or by draining).
+    let idle_timeout = hcm.idle_timeout.filter(|_| !h2);
     tokio::select! {
         _ = conn.as_mut() => {}
+        _ = ctx.idle.expired(idle_timeout.unwrap_or(Duration::MAX)), if idle_timeout.is_some() => {
+            // Envoy closes an HTTP/1 connection idle for `idle_timeout`; a response still being
+            // written finishes first.
+            hcm.stats.cx_idle_timeout.increment(1);
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(hcm.drain_timeout, conn.as_mut()).await;
+        }
         _ = drained(&mut drain) => {
             ctx.draining.store(true, Ordering::SeqCst);
             notice.request();

@@ -360,6 +360,8 @@ pub struct HcmStats {
     pub rq_timeout: metrics::Counter,
     /// `downstream_rq_idle_timeout`.
     pub rq_idle_timeout: metrics::Counter,
+    /// `downstream_cx_idle_timeout`.
+    pub cx_idle_timeout: metrics::Counter,
     /// `downstream_rq_http1_total` / `http2`.
     pub rq_http1: metrics::Counter,
     /// `downstream_rq_http2_total`.

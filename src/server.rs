@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use layer8_xds::pb::envoy::config::bootstrap::v3::Bootstrap;
 use tokio::sync::Notify;
@@ -244,6 +244,12 @@ pub async fn start(
     crate::xds::start(&state)?;
     state.live.store(true, Ordering::SeqCst);
     tracing::info!(listeners = snap.listeners.len(), clusters = snap.clusters.len(), admin = ?admin, "layer8 is live");
+    // Starting the admin server, the workers and the listeners faulted code back in (the
+    // kernel maps a whole 64 KiB neighbourhood per fault): drop it again once they are up.
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        release_config_memory();
+    });
     Ok(Running { state, admin })
 }
 

@@ -246,9 +246,11 @@ pub async fn start(
     tracing::info!(listeners = snap.listeners.len(), clusters = snap.clusters.len(), admin = ?admin, "layer8 is live");
     // Starting the admin server, the workers and the listeners faulted code back in (the
     // kernel maps a whole 64 KiB neighbourhood per fault): drop it again once they are up.
+    // (Heap and code only: the descriptor registry may be in use by a config load by then.)
     tokio::spawn(async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        release_config_memory();
+        trim_heap();
+        page_out_binary();
     });
     Ok(Running { state, admin })
 }
@@ -274,12 +276,17 @@ pub async fn apply_bootstrap(
 /// on demand) and the allocator's free pages.
 pub fn release_config_memory() {
     layer8_xds::registry::release();
+    trim_heap();
+    page_out_binary();
+}
+
+/// Return free heap pages to the OS.
+fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap pages to the OS; no pointers are invalidated.
     unsafe {
         libc::malloc_trim(0);
     }
-    page_out_binary();
 }
 
 /// Ask the kernel to drop the resident pages of our own executable's read-only mappings (code

@@ -101,8 +101,7 @@ pub fn decode_dynamic(
 ) -> Result<Decoded<Vec<u8>>, JsonError> {
     let mut unknown_types = BTreeSet::new();
     collect_unknown_types(&value, &mut unknown_types);
-    crate::registry::ensure_placeholders(unknown_types.iter().map(String::as_str));
-    let pool = pool();
+    let pool = crate::registry::ensure_placeholders(unknown_types.iter().map(String::as_str));
     let desc = pool
         .get_message_by_name(full_name)
         .ok_or_else(|| JsonError::NoDescriptor(full_name.to_string()))?;
@@ -331,5 +330,36 @@ filter_chains:
             "tcp"
         );
         assert_eq!(json["address"]["socket_address"]["port_value"], 10000);
+    }
+
+    #[test]
+    fn unknown_types_decode_while_the_pool_is_released_concurrently() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let releaser = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    crate::registry::release();
+                    std::thread::yield_now();
+                }
+            })
+        };
+        for i in 0..40 {
+            let text = format!(
+                "name: l{i}\nfilter_chains:\n- filters:\n  - name: private\n    typed_config:\n      \"@type\": type.googleapis.com/example.private.Config{i}\n"
+            );
+            let value = parse_text(&text, true).expect("yaml");
+            let decoded = decode::<Listener>(value, DecodeOptions::default());
+            let decoded = decoded.unwrap_or_else(|e| panic!("round {i}: {e}"));
+            assert_eq!(
+                decoded.unknown_types,
+                [format!("example.private.Config{i}")],
+                "round {i}"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        releaser.join().expect("releaser");
     }
 }

@@ -37,16 +37,17 @@ pub fn release() {
 /// Register empty placeholder messages for type names the pool does not know (Istio-private
 /// filter configs), so `Any` values of those types decode (dropping their content) and render
 /// back as `{"@type": ...}`. Config-time only.
-pub fn ensure_placeholders<'a>(names: impl IntoIterator<Item = &'a str>) {
-    let missing: Vec<&str> = {
-        let current = pool();
-        names
-            .into_iter()
-            .filter(|n| current.get_message_by_name(n).is_none())
-            .collect()
-    };
+///
+/// Returns the pool that has them: decode with it, not with a later [`pool`], which a
+/// concurrent [`release`] may have replaced with one without the placeholders.
+pub fn ensure_placeholders<'a>(names: impl IntoIterator<Item = &'a str>) -> DescriptorPool {
+    let current = pool();
+    let missing: Vec<&str> = names
+        .into_iter()
+        .filter(|n| current.get_message_by_name(n).is_none())
+        .collect();
     if missing.is_empty() {
-        return;
+        return current;
     }
     let mut slot = cell().write().unwrap_or_else(|p| p.into_inner());
     let guard = slot.get_or_insert_with(base_pool);
@@ -71,12 +72,13 @@ pub fn ensure_placeholders<'a>(names: impl IntoIterator<Item = &'a str>) {
         // Only names absent from the pool get here, so the file cannot clash.
         let _ = guard.add_file_descriptor_proto(file);
     }
+    guard.clone()
 }
 
 /// Register placeholders for every `type.googleapis.com/...` type URL found in encoded protobuf
 /// (the `Any`s nested anywhere in a resource received over xDS), so the resource can be rendered
 /// as JSON even when it carries Istio-private extension configs.
-pub fn ensure_placeholders_in_wire(bytes: &[u8]) {
+pub fn ensure_placeholders_in_wire(bytes: &[u8]) -> DescriptorPool {
     const PREFIX: &[u8] = b"type.googleapis.com/";
     let mut names = Vec::new();
     let mut i = 0;
@@ -93,7 +95,7 @@ pub fn ensure_placeholders_in_wire(bytes: &[u8]) {
         }
         i = start + len;
     }
-    ensure_placeholders(names.iter().map(String::as_str));
+    ensure_placeholders(names.iter().map(String::as_str))
 }
 
 fn base_pool() -> DescriptorPool {

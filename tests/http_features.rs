@@ -284,9 +284,22 @@ async fn request_timeout_and_stream_idle_timeout() {
     assert_eq!(c.get(l1, "x", "/delay/600").await.status, 200);
     assert!(stat("http.ingress.downstream_rq_timeout") >= 1);
     // No activity for longer than stream_idle_timeout while waiting for the upstream: 408 "stream timeout".
+    let idle_before = stat("http.ingress.downstream_rq_idle_timeout");
     let r = c.get(l2, "x", "/delay/2000").await;
     assert_eq!((r.status, r.text().as_str()), (408, "stream timeout"));
     assert_eq!(c.get(l2, "x", "/delay/100").await.status, 200);
+    // The same for a request body that stops arriving (the per-request watchdog).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", l2))
+        .await
+        .expect("connect");
+    s.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+        .await
+        .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.expect("read");
+    assert!(buf.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{buf}");
+    assert!(buf.ends_with("\r\n\r\nstream timeout"), "{buf}");
+    assert!(stat("http.ingress.downstream_rq_idle_timeout") >= idle_before + 2);
 }
 
 /// Reads one HTTP/1.1 response (headers and a `content-length` body) from `s`.

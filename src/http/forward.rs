@@ -108,7 +108,7 @@ impl Drop for InFlight<'_> {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
     req: Request<Incoming>,
-    tracker: Option<Arc<StreamTracker>>,
+    (tracker, stream_deadline): (Option<Arc<StreamTracker>>, Option<Instant>),
     ctx: &Arc<ConnCtx>,
     snapshot: &crate::model::Snapshot,
     table: &RouteTable,
@@ -352,10 +352,11 @@ pub(super) async fn forward(
 
         let per_try = retry.as_ref().and_then(|r| r.per_try_timeout);
         let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let limit = match (per_try, remaining) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let stream_left = stream_deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let limit = [per_try, remaining, stream_left]
+            .into_iter()
+            .flatten()
+            .min();
         let exchange = std::pin::pin!(async {
             let sender = pool::checkout(cluster, &target, downstream_h2).await?;
             sender.send(upstream_req).await
@@ -367,6 +368,14 @@ pub(super) async fn forward(
         let retries_left = attempt < max_attempts && (buffered.is_some());
         match outcome {
             Err(()) => {
+                if stream_deadline.is_some_and(|d| Instant::now() >= d) {
+                    // The HCM's stream_idle_timeout, as its watchdog would have answered.
+                    hcm.stats.rq_idle_timeout.increment(1);
+                    break super::router::closing(
+                        local_reply::reply(StatusCode::REQUEST_TIMEOUT, "stream timeout"),
+                        parts.version,
+                    );
+                }
                 let global = deadline.is_some_and(|d| Instant::now() >= d);
                 if global {
                     cluster.stats.rq_timeout.increment(1);

@@ -33,11 +33,23 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespB
         stats.rq_http1.increment(1);
     }
     let timers = (hcm.request_timeout, hcm.stream_idle_timeout);
-    let tracker = (timers != (None, None))
-        .then(|| StreamTracker::new(hyper::body::Body::is_end_stream(req.body())));
+    // A request that arrived whole (most do) can only reach `stream_idle_timeout` while it is
+    // forwarded: the forwarder folds that deadline into its attempt timeouts, so no watchdog
+    // timer is armed for it. A request still sending its body gets the watchdog.
+    let complete = hyper::body::Body::is_end_stream(req.body());
+    let stream_deadline = timers
+        .1
+        .filter(|_| complete)
+        .and_then(|idle| std::time::Instant::now().checked_add(idle));
+    let tracker = (!complete && timers != (None, None)).then(|| StreamTracker::new(false));
     // Futures are pinned where they are made and awaited by reference: awaiting one by value
     // can store it twice in the caller's state, and that state is moved for every request.
-    let routed = std::pin::pin!(route_and_forward(req, &ctx, tracker.clone()));
+    let routed = std::pin::pin!(route_and_forward(
+        req,
+        &ctx,
+        tracker.clone(),
+        stream_deadline
+    ));
     let mut resp = match tracker {
         None => routed.await,
         Some(tracker) => tokio::select! {
@@ -137,6 +149,7 @@ pub(super) async fn route_and_forward(
     mut req: Request<Incoming>,
     ctx: &Arc<ConnCtx>,
     tracker: Option<Arc<StreamTracker>>,
+    stream_deadline: Option<std::time::Instant>,
 ) -> Response<RespBody> {
     let hcm = &ctx.hcm;
     if req.version() == Version::HTTP_10 && !hcm.accept_http_10 {
@@ -253,7 +266,15 @@ pub(super) async fn route_and_forward(
             ]);
             let request_headers = wants_request.then(|| req.headers().clone());
             let forwarded = std::pin::pin!(forward(
-                req, tracker, ctx, snapshot, table, vh, route, fwd, host
+                req,
+                (tracker, stream_deadline),
+                ctx,
+                snapshot,
+                table,
+                vh,
+                route,
+                fwd,
+                host
             ));
             let mut resp = forwarded.await;
             if resp.extensions().get::<Flag>().is_some() {

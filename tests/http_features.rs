@@ -245,7 +245,6 @@ async fn server_name_transformations_and_port_insensitive_hosts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_timeout_and_stream_idle_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = echo_upstream("a").await;
     let (admin, l1, admin2, l2) = (free_port(), free_port(), free_port(), free_port());
     let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: tmo, timeout: 0s }";
@@ -269,14 +268,7 @@ async fn request_timeout_and_stream_idle_timeout() {
     )
     .await;
     // A body that never completes: 408 "request timeout" and the connection closes.
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", l1))
-        .await
-        .expect("connect");
-    s.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
-        .await
-        .expect("write");
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.expect("read");
+    let buf = stalled_post(l1).await;
     assert!(buf.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{buf}");
     assert!(buf.ends_with("\r\n\r\nrequest timeout"), "{buf}");
     // A complete request is not subject to request_timeout, however slow the upstream.
@@ -289,7 +281,17 @@ async fn request_timeout_and_stream_idle_timeout() {
     assert_eq!((r.status, r.text().as_str()), (408, "stream timeout"));
     assert_eq!(c.get(l2, "x", "/delay/100").await.status, 200);
     // The same for a request body that stops arriving (the per-request watchdog).
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", l2))
+    let buf = stalled_post(l2).await;
+    assert!(buf.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{buf}");
+    assert!(buf.ends_with("\r\n\r\nstream timeout"), "{buf}");
+    assert!(stat("http.ingress.downstream_rq_idle_timeout") >= idle_before + 2);
+}
+
+/// Sends a POST whose body stops halfway and returns everything the proxy answers until it
+/// closes the connection.
+async fn stalled_post(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
     s.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
@@ -297,9 +299,7 @@ async fn request_timeout_and_stream_idle_timeout() {
         .expect("write");
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.expect("read");
-    assert!(buf.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{buf}");
-    assert!(buf.ends_with("\r\n\r\nstream timeout"), "{buf}");
-    assert!(stat("http.ingress.downstream_rq_idle_timeout") >= idle_before + 2);
+    buf
 }
 
 /// Reads one HTTP/1.1 response (headers and a `content-length` body) from `s`.

@@ -33,14 +33,9 @@ pub fn config_dump(state: &Arc<State>, resource: Option<&str>) -> Value {
         bootstrap: Some(b.clone()),
         last_updated: updated,
     }));
-    // Extension types the descriptor pool does not know (Istio's) render as `{"@type": ...}`.
-    let _ = layer8_xds::registry::ensure_placeholders_in_wire(&prost::Message::encode_to_vec(b));
+    // Extension types the descriptor pool does not know (Istio's) render as `{"@type": ...}`:
+    // the JSON rendering registers their placeholders itself.
     let dynamic = state.xds.get().map(|x| x.store());
-    if let Some(d) = &dynamic {
-        d.for_each_raw(|raw| {
-            layer8_xds::registry::ensure_placeholders_in_wire(&raw.value);
-        });
-    }
     let type_version = |t: &str| {
         dynamic
             .as_ref()

@@ -138,21 +138,6 @@ impl Dynamic {
         }
     }
 
-    /// Every raw resource held (active or warming).
-    pub fn for_each_raw(&self, mut f: impl FnMut(&Any)) {
-        self.clusters.values().for_each(|e| f(&e.meta.raw));
-        self.warming_clusters
-            .values()
-            .for_each(|w| f(&w.entry.meta.raw));
-        self.listeners.values().for_each(|e| f(&e.meta.raw));
-        self.warming_listeners
-            .values()
-            .for_each(|w| f(&w.entry.meta.raw));
-        self.routes.values().for_each(|e| f(&e.meta.raw));
-        self.endpoints.values().for_each(|e| f(&e.meta.raw));
-        self.secrets.values().for_each(|e| f(&e.meta.raw));
-    }
-
     /// Rebuild the EDS service name index after clusters changed.
     pub fn reindex_eds(&mut self) {
         let mut idx: HashMap<String, Vec<String>> = HashMap::new();

@@ -147,8 +147,11 @@ where
 }
 
 /// Render the wire bytes of the message named `full_name` as JSON (`null` if it cannot be).
+/// `Any`s of types the pool does not know render as `{"@type": ...}`: their placeholders are
+/// registered here, in the pool used for the rendering.
 pub fn bytes_to_json(full_name: &str, bytes: &[u8], emit_defaults: bool) -> Value {
-    let Some(desc) = pool().get_message_by_name(full_name) else {
+    let pool = crate::registry::ensure_placeholders_in_wire(bytes);
+    let Some(desc) = pool.get_message_by_name(full_name) else {
         return Value::Null;
     };
     let Ok(dynamic) = DynamicMessage::decode(desc, bytes) else {

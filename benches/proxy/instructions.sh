@@ -5,7 +5,8 @@
 #   cargo build --release
 #   bash benches/proxy/instructions.sh            # N=5000 requests after a 2000-request warm-up
 #
-# Environment: N (requests measured), LAYER8_BIN, TOP (functions listed, default 25).
+# Environment: N (requests measured), LAYER8_BIN, TOP (functions listed, default 25), KEEP (a
+# file to copy the callgrind profile to, for callgrind_annotate or kcachegrind).
 # Needs valgrind, nginx, h2load (`apt-get install valgrind nginx-light nghttp2-client`).
 # One worker (`--concurrency 1`), 8 h2load connections, nginx upstream with a 20-byte body, the
 # bootstrap of benches/proxy/run.sh. Prints instructions per request and the functions with the
@@ -56,6 +57,7 @@ callgrind_control -z "${PIDS[0]}" >/dev/null 2>&1
 h2load --h1 -n "$N" -c 8 "http://127.0.0.1:$PROXY/" | grep -E '^requests:'
 callgrind_control -d "${PIDS[0]}" >/dev/null 2>&1
 sleep 0.5
+[ -n "${KEEP:-}" ] && cp "$(ls -t "$WORK"/cg.*.1 | head -1)" "$KEEP"
 python3 - "$(ls -t "$WORK"/cg.*.1 | head -1)" "$N" "$TOP" <<'PY'
 import collections, re, sys
 path, n, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

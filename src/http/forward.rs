@@ -358,7 +358,11 @@ pub(super) async fn forward(
             .flatten()
             .min();
         let exchange = std::pin::pin!(async {
-            let sender = pool::checkout(cluster, &target, downstream_h2).await?;
+            let sender = if is_upgrade {
+                pool::checkout_upgrade(cluster, &target).await?
+            } else {
+                pool::checkout(cluster, &target, downstream_h2).await?
+            };
             sender.send(upstream_req).await
         });
         let outcome = match limit {

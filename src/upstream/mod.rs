@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod dns;
+pub mod http1;
 pub mod lb;
 pub mod pool;
 

@@ -1,5 +1,7 @@
-//! Per-host upstream connection pools: HTTP/1.1 keep-alive connections (a lock-free idle queue)
-//! and one multiplexed HTTP/2 connection, on hyper's client connection API.
+//! Per-host upstream connection pools: HTTP/1.1 keep-alive connections (a lock-free idle queue,
+//! driven by the request that uses them: see [`super::http1`]) and one multiplexed HTTP/2
+//! connection on hyper's client. Upgrade requests (websocket) get a hyper HTTP/1.1 connection of
+//! their own, which hands over the upgraded socket.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,11 +12,12 @@ use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::cluster::{Cluster, Host};
+use super::http1::{self, Stream};
 use crate::model::cluster::{EndpointAddr, UpstreamProtocol};
 
 /// Request body sent upstream: streamed from downstream, or buffered (retries, mirrors).
@@ -55,7 +58,7 @@ pub struct HostPool {
 
 #[derive(Debug)]
 struct Slot {
-    idle: ArrayQueue<H1Conn>,
+    idle: ArrayQueue<http1::Conn>,
     h2: ArcSwapOption<H2Conn>,
 }
 
@@ -70,20 +73,26 @@ impl Default for HostPool {
 impl HostPool {
     fn slot(&self) -> &Slot {
         let slots = self.slots.get_or_init(|| {
-            (0..crate::workers::count())
+            (0..crate::workers::slots())
                 .map(|_| Slot {
                     idle: ArrayQueue::new(MAX_IDLE_H1),
                     h2: ArcSwapOption::empty(),
                 })
                 .collect()
         });
-        let i = crate::workers::current() % slots.len().max(1);
+        let i = crate::workers::slot() % slots.len().max(1);
         &slots[i]
     }
 }
 
 /// Decrements the cluster's connection counters when a connection ends.
-struct ConnGuard(Arc<Cluster>);
+pub(super) struct ConnGuard(Arc<Cluster>);
+
+impl std::fmt::Debug for ConnGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnGuard")
+    }
+}
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
@@ -92,13 +101,10 @@ impl Drop for ConnGuard {
     }
 }
 
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
-
 async fn connect(
     cluster: &Arc<Cluster>,
     host: &Host,
-) -> Result<(Box<dyn Io>, ConnGuard), UpstreamError> {
+) -> Result<(Stream, ConnGuard), UpstreamError> {
     let circuit = &cluster.circuit;
     if circuit.connections.load(Ordering::Relaxed) >= cluster.config.thresholds.max_connections {
         cluster.stats.cx_overflow.increment(1);
@@ -108,7 +114,7 @@ async fn connect(
         return Err(UpstreamError::TlsUnsupported);
     }
     let timeout = cluster.config.connect_timeout;
-    let io: Box<dyn Io> = match &host.addr {
+    let io = match &host.addr {
         EndpointAddr::Ip(addr) => {
             let fut = async {
                 let socket = if addr.is_ipv4() {
@@ -124,7 +130,7 @@ async fn connect(
                 Ok::<TcpStream, std::io::Error>(s)
             };
             match tokio::time::timeout(timeout, fut).await {
-                Ok(Ok(s)) => Box::new(s),
+                Ok(Ok(s)) => Stream::Tcp(s),
                 Ok(Err(e)) => {
                     cluster.stats.cx_connect_fail.increment(1);
                     return Err(UpstreamError::ConnectFailure(e.to_string()));
@@ -138,7 +144,7 @@ async fn connect(
         }
         EndpointAddr::Unix(path) => {
             match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path)).await {
-                Ok(Ok(s)) => Box::new(s),
+                Ok(Ok(s)) => Stream::Unix(s),
                 Ok(Err(e)) => {
                     cluster.stats.cx_connect_fail.increment(1);
                     return Err(UpstreamError::ConnectFailure(e.to_string()));
@@ -170,14 +176,6 @@ fn classify(e: hyper::Error) -> UpstreamError {
     UpstreamError::Reset(e.to_string())
 }
 
-/// A pooled HTTP/1.1 connection and how many requests it has carried.
-#[derive(Debug)]
-pub struct H1Conn {
-    sender: http1::SendRequest<UpstreamBody>,
-    used: u32,
-    idle_since: Instant,
-}
-
 /// A shared HTTP/2 connection and how many streams it has been given.
 #[derive(Debug)]
 pub struct H2Conn {
@@ -189,7 +187,9 @@ pub struct H2Conn {
 pub enum Sender {
     /// HTTP/1.1: returned to the host's idle queue once the response body is read, unless it
     /// reached `max_requests_per_connection`.
-    H1(H1Conn, Arc<Host>, Option<u32>),
+    H1(http1::Conn, Arc<Host>, Option<u32>),
+    /// HTTP/1.1 for an upgrade request, on hyper's client: never pooled.
+    Upgrade(hyper::client::conn::http1::SendRequest<UpstreamBody>),
     /// HTTP/2: a clone of the host's multiplexed connection.
     H2(http2::SendRequest<UpstreamBody>),
 }
@@ -230,19 +230,11 @@ fn pooled(cluster: &Arc<Cluster>, host: &Arc<Host>, downstream_h2: bool) -> Opti
     let max = max_requests(cluster);
     if !wants_h2(cluster, downstream_h2) {
         let idle_timeout = cluster.config.idle_timeout.unwrap_or(Duration::MAX);
-        while let Some(c) = host.pool.slot().idle.pop() {
+        while let Some(mut c) = host.pool.slot().idle.pop() {
             if c.idle_since.elapsed() >= idle_timeout {
                 continue; // idle too long (`common_http_protocol_options.idle_timeout`): close
             }
-            if c.sender.is_ready() {
-                return Some(Sender::H1(c, host.clone(), max));
-            }
-            // Returned at the end of its response body; hyper may not have marked it ready yet.
-            let mut c = c;
-            if !c.sender.is_closed()
-                && futures_util::FutureExt::now_or_never(c.sender.ready())
-                    .is_some_and(|r| r.is_ok())
-            {
+            if c.idle_ok() {
                 return Some(Sender::H1(c, host.clone(), max));
             }
         }
@@ -265,23 +257,7 @@ async fn open(
     let max = max_requests(cluster);
     if !wants_h2(cluster, downstream_h2) {
         let (io, guard) = connect(cluster, host).await?;
-        let (s, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(classify)?;
-        tokio::spawn(async move {
-            let _guard = guard;
-            let _ = conn.with_upgrades().await;
-        });
-        return Ok(Sender::H1(
-            H1Conn {
-                sender: s,
-                used: 0,
-                idle_since: Instant::now(),
-            },
-            host.clone(),
-            max,
-        ));
+        return Ok(Sender::H1(http1::Conn::new(io, guard), host.clone(), max));
     }
     let (io, guard) = connect(cluster, host).await?;
     let (s, conn) = http2::Builder::new(TokioExecutor::new())
@@ -300,6 +276,31 @@ async fn open(
     Ok(Sender::H2(s))
 }
 
+/// A new HTTP/1.1 connection for an upgrade request (websocket), on hyper's client, which
+/// hands over the upgraded socket.
+pub async fn checkout_upgrade(
+    cluster: &Arc<Cluster>,
+    host: &Host,
+) -> Result<Sender, UpstreamError> {
+    let (io, guard) = connect(cluster, host).await?;
+    let (s, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(classify)?;
+    tokio::spawn(async move {
+        let _guard = guard;
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(Sender::Upgrade(s))
+}
+
+/// Put a connection whose response was read to its end back in `host`'s idle queue (closed
+/// instead when the queue is full).
+pub(super) fn release(host: &Host, mut conn: http1::Conn) {
+    conn.idle_since = Instant::now();
+    let _ = host.pool.slot().idle.push(conn);
+}
+
 impl Sender {
     /// Send the request and wait for response headers. An HTTP/1.1 connection goes back to the
     /// host's idle queue when the response body has been read to its end (see [`PooledBody`]).
@@ -308,77 +309,81 @@ impl Sender {
         req: http::Request<UpstreamBody>,
     ) -> Result<http::Response<PooledBody>, UpstreamError> {
         match self {
-            Sender::H1(mut c, host, max) => {
-                let resp = c.sender.send_request(req).await.map_err(classify)?;
-                c.used += 1;
-                let close = resp
-                    .headers()
-                    .get(http::header::CONNECTION)
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-                let reusable = !close
-                    && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
-                    && max.is_none_or(|m| c.used < m);
-                let give_back = reusable.then_some((c, host));
-                Ok(resp.map(|inner| PooledBody { inner, give_back }))
+            Sender::H1(c, host, max) => c.send(req, host, max).await,
+            Sender::Upgrade(mut s) => {
+                let resp = s.send_request(req).await.map_err(classify)?;
+                Ok(resp.map(|b| PooledBody(Kind::Hyper(b))))
             }
             Sender::H2(mut s) => {
                 s.ready().await.map_err(classify)?;
                 let resp = s.send_request(req).await.map_err(classify)?;
-                Ok(resp.map(|inner| PooledBody {
-                    inner,
-                    give_back: None,
-                }))
+                Ok(resp.map(|b| PooledBody(Kind::Hyper(b))))
             }
         }
     }
 }
 
-/// An upstream response body that returns its HTTP/1.1 connection to the pool once read to the
-/// end (no task per request; a body dropped early takes its connection with it).
+/// An upstream response body: hyper's (HTTP/2, upgrades), one that arrived whole with its
+/// head, or one still arriving on a pooled HTTP/1.1 connection, which goes back to the pool
+/// once the body is read to its end (a body dropped early takes its connection with it).
 #[derive(Debug)]
-pub struct PooledBody {
-    inner: Incoming,
-    give_back: Option<(H1Conn, Arc<Host>)>,
+pub struct PooledBody(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    Hyper(Incoming),
+    Ready(Option<Bytes>),
+    Stream(http1::BodyStream),
 }
 
+/// Errors reading an upstream response body.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl PooledBody {
-    fn release(&mut self) {
-        if let Some((mut s, host)) = self.give_back.take() {
-            s.idle_since = Instant::now();
-            let _ = host.pool.slot().idle.push(s);
-        }
+    pub(super) fn empty() -> Self {
+        PooledBody(Kind::Ready(None))
+    }
+
+    pub(super) fn ready(data: Bytes) -> Self {
+        PooledBody(Kind::Ready((!data.is_empty()).then_some(data)))
+    }
+
+    pub(super) fn stream(s: http1::BodyStream) -> Self {
+        PooledBody(Kind::Stream(s))
     }
 }
 
 impl hyper::body::Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(r, std::task::Poll::Ready(None)) {
-            this.release();
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        use std::task::Poll;
+        match &mut self.0 {
+            Kind::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Kind::Ready(d) => Poll::Ready(d.take().map(|d| Ok(hyper::body::Frame::data(d)))),
+            Kind::Stream(s) => s.poll_frame(cx).map_err(Into::into),
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Kind::Hyper(b) => b.is_end_stream(),
+            Kind::Ready(d) => d.is_none(),
+            Kind::Stream(s) => s.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        if hyper::body::Body::is_end_stream(&self.inner) {
-            self.release();
+        match &self.0 {
+            Kind::Hyper(b) => b.size_hint(),
+            Kind::Ready(d) => {
+                hyper::body::SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Stream(s) => s.size_hint(),
         }
     }
 }

@@ -1,0 +1,907 @@
+//! The upstream HTTP/1.1 client codec: a pooled connection that writes a request and reads its
+//! response inside the request's own task.
+//!
+//! hyper's client connection runs a task per connection and talks to the request through a
+//! channel; on a proxy's hot path that was a third of the work per request. Here the request
+//! head is encoded straight from the `HeaderMap`, the response head is parsed with `httparse`
+//! into header values that share the read buffer, and a body that arrived with its head goes
+//! back downstream as one frame, its connection already returned to the pool. Upgrades
+//! (websocket) still go through hyper's client, which hands over the upgraded socket.
+//!
+//! Framing follows RFC 9112 as hyper's client does: a request body is sent with its
+//! `content-length` when it is known, else chunked (GET, HEAD and CONNECT never send one); a
+//! response has no body after HEAD or with 1xx/204/304, a chunked body when
+//! `transfer-encoding` ends in `chunked`, else a `content-length` body, else one that ends at
+//! close. Chunked trailers are read and dropped, as Envoy does without `enable_trailers`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::cluster::Host;
+use super::pool::{ConnGuard, PooledBody, UpstreamBody, UpstreamError};
+
+/// Most response header fields accepted (hyper's and Envoy's default).
+const MAX_HEADERS: usize = 100;
+/// Largest response head accepted before the exchange fails.
+const MAX_HEAD_BYTES: usize = 96 * 1024;
+/// Read buffer space asked for before each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// A request body up to this size is written together with its head, in one `writev`.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// An upstream socket: TCP or a Unix domain socket.
+#[derive(Debug)]
+pub(super) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Whether an idle connection still looks open. tokio clears a socket's read readiness on a
+    /// short read, so a connection whose last response was read whole is "not ready" until the
+    /// peer sends something: usually its FIN. Only then does this cost a `recv`.
+    fn idle_ok(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let ready = match self {
+            Stream::Tcp(s) => s.poll_read_ready(&mut cx),
+            Stream::Unix(s) => s.poll_read_ready(&mut cx),
+        };
+        match ready {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                let r = match self {
+                    Stream::Tcp(s) => s.try_read(&mut probe),
+                    Stream::Unix(s) => s.try_read(&mut probe),
+                };
+                // EOF, an error, or bytes nobody asked for: the connection is unusable.
+                matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An upstream HTTP/1.1 connection between requests: its socket, the bytes read past the last
+/// response (none on a healthy connection), and a write buffer kept for the next request head.
+#[derive(Debug)]
+pub struct Conn {
+    io: Stream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    /// Requests carried so far.
+    pub(super) used: u32,
+    /// When it last went idle.
+    pub(super) idle_since: Instant,
+    _guard: ConnGuard,
+}
+
+/// How a message body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// A response body that ends when the upstream closes.
+    Close,
+}
+
+/// The parsed head of a final (non-1xx) response.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    keep_alive: bool,
+    framing: Framing,
+}
+
+fn protocol_error(what: impl std::fmt::Display) -> UpstreamError {
+    UpstreamError::Reset(format!("protocol error: {what}"))
+}
+
+impl Conn {
+    pub(super) fn new(io: Stream, guard: ConnGuard) -> Self {
+        Conn {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::new(),
+            used: 0,
+            idle_since: Instant::now(),
+            _guard: guard,
+        }
+    }
+
+    /// Whether a pooled connection can take another request.
+    pub(super) fn idle_ok(&mut self) -> bool {
+        self.rbuf.is_empty() && self.io.idle_ok()
+    }
+
+    /// Send `req` and read the response head. The response body reads from this connection; it
+    /// comes back to `host`'s pool when the body is read to its end, the response allowed
+    /// keep-alive, and `max` requests were not reached.
+    pub(super) async fn send(
+        mut self,
+        req: Request<UpstreamBody>,
+        host: Arc<Host>,
+        max: Option<u32>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let (parts, mut body) = req.into_parts();
+        let mut headers = parts.headers;
+        let framing = request_framing(&parts.method, &mut headers, &body);
+        self.wbuf.clear();
+        encode_head(&mut self.wbuf, &parts.method, &parts.uri, &headers);
+        self.write_request(framing, &mut body).await?;
+        if self.wbuf.capacity() > INLINE_BODY {
+            self.wbuf = Vec::new();
+        }
+        self.used += 1;
+
+        let head = self.read_head(&parts.method).await?;
+        let reusable =
+            head.keep_alive && head.framing != Framing::Close && max.is_none_or(|m| self.used < m);
+        let mut resp = Response::new(PooledBody::empty());
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        let framing = head.framing;
+        // The common case: the whole body arrived with the head. It goes down as one frame
+        // and the connection goes back to the pool before the response is even returned.
+        let whole = match framing {
+            Framing::Empty => Some(Bytes::new()),
+            Framing::Length(n) if self.rbuf.len() as u64 >= n => {
+                Some(self.rbuf.split_to(n as usize).freeze())
+            }
+            _ => None,
+        };
+        if let Some(data) = whole {
+            if reusable && self.rbuf.is_empty() {
+                super::pool::release(&host, self);
+            }
+            *resp.body_mut() = PooledBody::ready(data);
+            return Ok(resp);
+        }
+        let decoder = match framing {
+            Framing::Length(n) => Decoder::Length(n),
+            Framing::Chunked => Decoder::Chunked(Chunk::Size {
+                value: 0,
+                digits: 0,
+            }),
+            Framing::Close | Framing::Empty => Decoder::Close,
+        };
+        *resp.body_mut() = PooledBody::stream(BodyStream {
+            conn: Some(self),
+            decoder,
+            host: reusable.then_some(host),
+        });
+        Ok(resp)
+    }
+
+    async fn write_request(
+        &mut self,
+        framing: Framing,
+        body: &mut UpstreamBody,
+    ) -> Result<(), UpstreamError> {
+        use http_body_util::{BodyExt, Either};
+        let io_err = |e: io::Error| UpstreamError::Reset(e.to_string());
+        let Either::Left(stream) = body else {
+            // A buffered body is ready: head and body leave in one write.
+            let data = match body.frame().await {
+                Some(Ok(f)) => f.into_data().unwrap_or_default(),
+                _ => Bytes::new(),
+            };
+            if framing == Framing::Empty || data.is_empty() {
+                return self.io.write_all(&self.wbuf).await.map_err(io_err);
+            }
+            if framing == Framing::Chunked {
+                chunk_header(&mut self.wbuf, data.len());
+            }
+            if data.len() <= INLINE_BODY {
+                self.wbuf.extend_from_slice(&data);
+            } else {
+                let mut both = (&self.wbuf[..]).chain(data);
+                self.io.write_all_buf(&mut both).await.map_err(io_err)?;
+                self.wbuf.clear();
+            }
+            if framing == Framing::Chunked {
+                self.wbuf.extend_from_slice(b"\r\n0\r\n\r\n");
+            }
+            return self.io.write_all(&self.wbuf).await.map_err(io_err);
+        };
+        // A streamed body: the head goes first, then each frame as it arrives.
+        self.io.write_all(&self.wbuf).await.map_err(io_err)?;
+        if framing == Framing::Empty {
+            return Ok(());
+        }
+        let mut sent = 0u64;
+        while let Some(frame) = stream.frame().await {
+            let frame = frame.map_err(|e| UpstreamError::Reset(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue; // request trailers: not forwarded over HTTP/1.1
+            };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len() as u64;
+            if let Framing::Length(n) = framing {
+                if sent > n {
+                    return Err(UpstreamError::Reset(
+                        "request body longer than its content-length".into(),
+                    ));
+                }
+                self.io.write_all(&data).await.map_err(io_err)?;
+            } else {
+                self.wbuf.clear();
+                chunk_header(&mut self.wbuf, data.len());
+                let mut all = (&self.wbuf[..]).chain(data).chain(&b"\r\n"[..]);
+                self.io.write_all_buf(&mut all).await.map_err(io_err)?;
+            }
+        }
+        if framing == Framing::Chunked {
+            self.io.write_all(b"0\r\n\r\n").await.map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    /// Read until a final response head is parsed; 1xx interim responses are skipped.
+    async fn read_head(&mut self, method: &Method) -> Result<Head, UpstreamError> {
+        loop {
+            while !self.rbuf.is_empty() {
+                match parse_head(&mut self.rbuf, method)? {
+                    Parsed::Final(head) => return Ok(head),
+                    Parsed::Interim => continue,
+                    Parsed::Partial if self.rbuf.len() > MAX_HEAD_BYTES => {
+                        return Err(protocol_error("response headers too large"));
+                    }
+                    Parsed::Partial => break,
+                }
+            }
+            let n = std::future::poll_fn(|cx| read_some(&mut self.io, &mut self.rbuf, cx))
+                .await
+                .map_err(|e| UpstreamError::Reset(e.to_string()))?;
+            if n == 0 {
+                return Err(UpstreamError::Reset(
+                    "connection closed before the response".into(),
+                ));
+            }
+        }
+    }
+}
+
+fn read_some(io: &mut Stream, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+fn chunk_header(buf: &mut Vec<u8>, len: usize) {
+    use std::io::Write;
+    let _ = write!(buf, "{len:x}\r\n");
+}
+
+/// Decide the request body's framing as hyper's client does, fixing the headers to match.
+fn request_framing(method: &Method, headers: &mut HeaderMap, body: &UpstreamBody) -> Framing {
+    headers.remove(header::TRANSFER_ENCODING);
+    if body.is_end_stream() {
+        return Framing::Empty;
+    }
+    if let Some(n) = content_length(headers).ok().flatten() {
+        return Framing::Length(n);
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    match body.size_hint().exact() {
+        Some(n) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            Framing::Length(n)
+        }
+        None if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) => Framing::Empty,
+        None => {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            Framing::Chunked
+        }
+    }
+}
+
+/// `content-length`: `Ok(None)` when absent, an error when invalid or when several differ.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut found: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.to_str().map_err(|_| ())?.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(());
+            }
+            let n: u64 = part.parse().map_err(|_| ())?;
+            if found.is_some_and(|f| f != n) {
+                return Err(());
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+fn encode_head(buf: &mut Vec<u8>, method: &Method, uri: &http::Uri, headers: &HeaderMap) {
+    buf.reserve(64 + headers.len() * 32);
+    buf.extend_from_slice(method.as_str().as_bytes());
+    buf.push(b' ');
+    match (uri.authority(), uri.path_and_query()) {
+        (Some(a), _) if *method == Method::CONNECT => buf.extend_from_slice(a.as_str().as_bytes()),
+        (_, Some(pq)) => buf.extend_from_slice(pq.as_str().as_bytes()),
+        _ => buf.push(b'/'),
+    }
+    buf.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Whether a `Connection` header value lists `token`.
+fn has_token(v: &HeaderValue, token: &str) -> bool {
+    v.as_bytes()
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// What [`parse_head`] found at the front of the buffer.
+enum Parsed {
+    /// A final response head (consumed).
+    Final(Head),
+    /// A 1xx interim response (consumed and dropped, as Envoy does by default).
+    Interim,
+    /// Not a whole head yet.
+    Partial,
+}
+
+/// Parse one response head from the front of `buf`, consuming it when complete.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, UpstreamError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(protocol_error("too many response headers"))
+        }
+        Err(e) => return Err(protocol_error(e)),
+    };
+    let code = resp.code.unwrap_or(0);
+    let version = if resp.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Offsets into the head, so the values can share its bytes once it is split off.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let count = resp.headers.len();
+    for (span, f) in spans.iter_mut().zip(resp.headers.iter()) {
+        let n0 = f.name.as_ptr() as usize - base;
+        let v0 = f.value.as_ptr() as usize - base;
+        *span = (
+            n0 as u32,
+            (n0 + f.name.len()) as u32,
+            v0 as u32,
+            (v0 + f.value.len()) as u32,
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    if (100..200).contains(&code) {
+        if code == 101 {
+            return Err(protocol_error("101 Switching Protocols without an upgrade"));
+        }
+        return Ok(Parsed::Interim);
+    }
+    let status = StatusCode::from_u16(code).map_err(protocol_error)?;
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut close = false;
+    for &(n0, n1, v0, v1) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
+            .map_err(|_| protocol_error("invalid response header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
+            .map_err(|_| protocol_error("invalid response header value"))?;
+        if name == header::CONNECTION {
+            if close || has_token(&value, "close") {
+                close = true;
+                keep_alive = false;
+            } else if !keep_alive {
+                keep_alive = has_token(&value, "keep-alive");
+            }
+        }
+        headers.append(name, value);
+    }
+    let framing = if code == 204 || code == 304 || *method == Method::HEAD {
+        Framing::Empty
+    } else if let Some(te) = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        if version == Version::HTTP_10 {
+            return Err(protocol_error("transfer-encoding in an HTTP/1.0 response"));
+        }
+        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
+        if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else {
+        match content_length(&headers) {
+            Ok(Some(n)) => Framing::Length(n),
+            Ok(None) => Framing::Close,
+            Err(()) => return Err(protocol_error("invalid content-length")),
+        }
+    };
+    Ok(Parsed::Final(Head {
+        status,
+        headers,
+        keep_alive,
+        framing,
+    }))
+}
+
+/// Chunked body decoder states (RFC 9112 section 7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size { value: u64, digits: u8 },
+    SizeSpace(u64),
+    Extension(u64),
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    EndLf,
+    Done,
+}
+
+impl Chunk {
+    fn step(self, b: u8) -> Result<Chunk, &'static str> {
+        use Chunk::*;
+        Ok(match (self, b) {
+            (Size { value, digits }, b) if b.is_ascii_hexdigit() => {
+                if digits >= 16 {
+                    return Err("chunk size too large");
+                }
+                let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                Size {
+                    value: value << 4 | d,
+                    digits: digits + 1,
+                }
+            }
+            (Size { digits: 0, .. }, _) => return Err("invalid chunk size"),
+            (Size { value, .. } | SizeSpace(value), b' ' | b'\t') => SizeSpace(value),
+            (Size { value, .. } | SizeSpace(value), b';') => Extension(value),
+            (Size { value, .. } | SizeSpace(value), b'\r') => SizeLf(value),
+            (Size { .. } | SizeSpace(_), _) => return Err("invalid chunk size"),
+            (Extension(_), b'\n') => return Err("newline in chunk extension"),
+            (Extension(value), b'\r') => SizeLf(value),
+            (Extension(value), _) => Extension(value),
+            (SizeLf(0), b'\n') => TrailerStart,
+            (SizeLf(value), b'\n') => Data(value),
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => Size {
+                value: 0,
+                digits: 0,
+            },
+            (TrailerStart, b'\r') => EndLf,
+            (TrailerStart | TrailerLine, b'\n') => TrailerStart,
+            (TrailerStart | TrailerLine, _) => TrailerLine,
+            (EndLf, b'\n') => Done,
+            _ => return Err("invalid chunked encoding"),
+        })
+    }
+}
+
+/// How much of a response body is left.
+#[derive(Debug)]
+enum Decoder {
+    Length(u64),
+    Chunked(Chunk),
+    Close,
+}
+
+/// What the decoder made of the buffered bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Decoded {
+    Data(Bytes),
+    End,
+    NeedMore,
+}
+
+impl Decoder {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, &'static str> {
+        match self {
+            Decoder::Length(0) => Ok(Decoded::End),
+            Decoder::Length(rem) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::NeedMore);
+                }
+                let n = (*rem).min(buf.len() as u64);
+                *rem -= n;
+                Ok(Decoded::Data(buf.split_to(n as usize).freeze()))
+            }
+            Decoder::Close if buf.is_empty() => Ok(Decoded::NeedMore),
+            Decoder::Close => Ok(Decoded::Data(buf.split().freeze())),
+            Decoder::Chunked(state) => loop {
+                match *state {
+                    Chunk::Done => return Ok(Decoded::End),
+                    Chunk::Data(0) => *state = Chunk::DataCr,
+                    Chunk::Data(rem) => {
+                        if buf.is_empty() {
+                            return Ok(Decoded::NeedMore);
+                        }
+                        let n = rem.min(buf.len() as u64);
+                        *state = Chunk::Data(rem - n);
+                        return Ok(Decoded::Data(buf.split_to(n as usize).freeze()));
+                    }
+                    s => {
+                        let Some(&b) = buf.first() else {
+                            return Ok(Decoded::NeedMore);
+                        };
+                        buf.advance(1);
+                        *state = s.step(b)?;
+                    }
+                }
+            },
+        }
+    }
+
+    fn is_end(&self) -> bool {
+        matches!(self, Decoder::Length(0) | Decoder::Chunked(Chunk::Done))
+    }
+}
+
+/// A response body still arriving: it owns its connection, and gives it back to the pool
+/// when read to its end (a body dropped early closes the connection).
+#[derive(Debug)]
+pub struct BodyStream {
+    conn: Option<Conn>,
+    decoder: Decoder,
+    /// Where the connection goes back to, when the response allows reuse.
+    host: Option<Arc<Host>>,
+}
+
+impl BodyStream {
+    fn finish(&mut self) {
+        let (Some(conn), Some(host)) = (self.conn.take(), self.host.take()) else {
+            self.conn = None;
+            return;
+        };
+        if conn.rbuf.is_empty() {
+            super::pool::release(&host, conn);
+        }
+    }
+
+    pub(super) fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.decoder.is_end()
+    }
+
+    pub(super) fn size_hint(&self) -> SizeHint {
+        match self.decoder {
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+
+    pub(super) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match self.decoder.decode(&mut conn.rbuf) {
+                Ok(Decoded::Data(data)) => {
+                    if self.decoder.is_end() {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::End) => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::NeedMore) => {}
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::InvalidData, e))));
+                }
+            }
+            match std::task::ready!(read_some(&mut conn.io, &mut conn.rbuf, cx)) {
+                Ok(0) if matches!(self.decoder, Decoder::Close) => {
+                    self.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "upstream closed before the end of the response body",
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(wire: &[u8], split: usize) -> Result<Vec<u8>, &'static str> {
+        let mut d = Decoder::Chunked(Chunk::Size {
+            value: 0,
+            digits: 0,
+        });
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut rest = wire;
+        loop {
+            match d.decode(&mut buf)? {
+                Decoded::Data(b) => out.extend_from_slice(&b),
+                Decoded::End => return Ok(out),
+                Decoded::NeedMore => {
+                    if rest.is_empty() {
+                        return Err("incomplete");
+                    }
+                    let n = split.min(rest.len());
+                    buf.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire =
+            b"5\r\nhello\r\n1;ext=\"a b\"\r\n \r\nA  \r\n0123456789\r\n0\r\nx-t: 1\r\ny: 2\r\n\r\n";
+        for split in 1..wire.len() {
+            assert_eq!(
+                decode_all(wire, split).as_deref(),
+                Ok(&b"hello 0123456789"[..]),
+                "split {split}"
+            );
+        }
+        assert_eq!(decode_all(b"0\r\n\r\n", 1), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_errors() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\r\nhelloX\r\n",
+            b"5;a\nb\r\n",
+            b"11111111111111111\r\n",
+            b"0\r\n\r\r",
+        ] {
+            assert!(
+                decode_all(bad, 64).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    fn head(wire: &[u8], method: &Method) -> Result<Option<Head>, UpstreamError> {
+        let mut buf = BytesMut::from(wire);
+        Ok(match parse_head(&mut buf, method)? {
+            Parsed::Final(h) => Some(h),
+            Parsed::Interim | Parsed::Partial => None,
+        })
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let f = |wire: &[u8], m: &Method| head(wire, m).ok().flatten().map(|h| h.framing);
+        let get = &Method::GET;
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n", get),
+            Some(Framing::Length(3))
+        );
+        assert_eq!(
+            f(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n",
+                &Method::HEAD
+            ),
+            Some(Framing::Empty)
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 204 No Content\r\ncontent-length: 3\r\n\r\n", get),
+            Some(Framing::Empty)
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 304 Not Modified\r\n\r\n", get),
+            Some(Framing::Empty)
+        );
+        assert_eq!(
+            f(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n",
+                get
+            ),
+            Some(Framing::Chunked)
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", get),
+            Some(Framing::Close)
+        );
+        assert_eq!(f(b"HTTP/1.1 200 OK\r\n\r\n", get), Some(Framing::Close));
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\ncontent-length: 4, 4\r\n\r\n", get),
+            Some(Framing::Length(4))
+        );
+        assert!(head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\ncontent-length: 5\r\n\r\n",
+            get
+        )
+        .is_err());
+        assert!(head(b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", get).is_err());
+        assert!(head(
+            b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            get
+        )
+        .is_err());
+        assert!(head(b"HTTP/1.1 200 OK\r\n", get).is_ok_and(|h| h.is_none()));
+        assert!(head(b"HTTP/1.1 abc OK\r\n\r\n", get).is_err());
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        let ka = |wire: &[u8]| {
+            head(wire, &Method::GET)
+                .ok()
+                .flatten()
+                .map(|h| h.keep_alive)
+        };
+        assert_eq!(
+            ka(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            Some(true)
+        );
+        assert_eq!(
+            ka(b"HTTP/1.1 200 OK\r\nconnection: Close\r\n\r\n"),
+            Some(false)
+        );
+        assert_eq!(
+            ka(b"HTTP/1.1 200 OK\r\nconnection: close\r\nconnection: keep-alive\r\n\r\n"),
+            Some(false)
+        );
+        assert_eq!(
+            ka(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            Some(false)
+        );
+        assert_eq!(
+            ka(b"HTTP/1.0 200 OK\r\nconnection: foo, Keep-Alive\r\n\r\n"),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn interim_responses_are_consumed_and_headers_share_the_buffer() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nX-A: b\r\nx-a: c\r\ncontent-length: 2\r\n\r\nok"[..],
+        );
+        assert!(matches!(
+            parse_head(&mut buf, &Method::POST),
+            Ok(Parsed::Interim)
+        ));
+        let Ok(Parsed::Final(h)) = parse_head(&mut buf, &Method::POST) else {
+            panic!("no head")
+        };
+        assert_eq!(h.status, StatusCode::CREATED);
+        let values: Vec<_> = h.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["b", "c"]);
+        assert_eq!(&buf[..], b"ok");
+    }
+
+    #[test]
+    fn request_framing_matches_hyper() {
+        use http_body_util::{Either, Full};
+        let full = |s: &'static str| -> UpstreamBody { Either::Right(Full::new(Bytes::from(s))) };
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            request_framing(&Method::GET, &mut h, &full("")),
+            Framing::Empty
+        );
+        assert!(h.is_empty());
+        assert_eq!(
+            request_framing(&Method::POST, &mut h, &full("abc")),
+            Framing::Length(3)
+        );
+        assert_eq!(h[header::CONTENT_LENGTH], "3");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert_eq!(
+            request_framing(&Method::PUT, &mut h, &full("abcd")),
+            Framing::Length(4)
+        );
+        assert!(!h.contains_key(header::TRANSFER_ENCODING));
+        let mut out = Vec::new();
+        let uri: http::Uri = "/a?b=c".parse().unwrap_or_default();
+        encode_head(&mut out, &Method::PUT, &uri, &h);
+        assert_eq!(out, b"PUT /a?b=c HTTP/1.1\r\ncontent-length: 4\r\n\r\n");
+    }
+}

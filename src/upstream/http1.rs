@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
@@ -164,15 +164,15 @@ fn protocol_error(what: impl std::fmt::Display) -> UpstreamError {
 }
 
 impl Conn {
-    pub(super) fn new(io: Stream, guard: ConnGuard) -> Self {
-        Conn {
+    pub(super) fn new(io: Stream, guard: ConnGuard) -> Box<Self> {
+        Box::new(Conn {
             io,
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
             used: 0,
             idle_since: Instant::now(),
             _guard: guard,
-        }
+        })
     }
 
     /// Whether a pooled connection can take another request.
@@ -184,7 +184,7 @@ impl Conn {
     /// comes back to `host`'s pool when the body is read to its end, the response allowed
     /// keep-alive, and `max` requests were not reached.
     pub(super) async fn send(
-        mut self,
+        mut self: Box<Self>,
         req: Request<UpstreamBody>,
         host: Arc<Host>,
         max: Option<u32>,
@@ -372,17 +372,11 @@ fn request_framing(method: &Method, headers: &mut HeaderMap, body: &UpstreamBody
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     let mut found: Option<u64> = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.to_str().map_err(|_| ())?.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(());
-            }
-            let n: u64 = part.parse().map_err(|_| ())?;
-            if found.is_some_and(|f| f != n) {
-                return Err(());
-            }
-            found = Some(n);
+        let n = parse_length(v.as_bytes()).ok_or(())?;
+        if found.is_some_and(|f| f != n) {
+            return Err(());
         }
+        found = Some(n);
     }
     Ok(found)
 }
@@ -406,6 +400,16 @@ fn encode_head(buf: &mut Vec<u8>, method: &Method, uri: &http::Uri, headers: &He
     buf.extend_from_slice(b"\r\n");
 }
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Whether a `Connection` value names only `close` and `keep-alive` (no other header to drop).
+fn only_persistence_tokens(v: &HeaderValue) -> bool {
+    v.as_bytes().split(|b| *b == b',').all(|t| {
+        let t = t.trim_ascii();
+        t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive")
+    })
+}
+
 /// Whether a `Connection` header value lists `token`.
 fn has_token(v: &HeaderValue, token: &str) -> bool {
     v.as_bytes()
@@ -425,9 +429,14 @@ enum Parsed {
 
 /// Parse one response head from the front of `buf`, consuming it when complete.
 fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, UpstreamError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
+    let mut fields = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => {
@@ -436,73 +445,91 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, UpstreamErr
         Err(e) => return Err(protocol_error(e)),
     };
     let code = resp.code.unwrap_or(0);
-    let version = if resp.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    // Offsets into the head, so the values can share its bytes once it is split off.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let count = resp.headers.len();
-    for (span, f) in spans.iter_mut().zip(resp.headers.iter()) {
-        let n0 = f.name.as_ptr() as usize - base;
-        let v0 = f.value.as_ptr() as usize - base;
-        *span = (
-            n0 as u32,
-            (n0 + f.name.len()) as u32,
-            v0 as u32,
-            (v0 + f.value.len()) as u32,
-        );
-    }
-    let head = buf.split_to(len).freeze();
     if (100..200).contains(&code) {
         if code == 101 {
             return Err(protocol_error("101 Switching Protocols without an upgrade"));
         }
+        buf.advance(len);
         return Ok(Parsed::Interim);
     }
     let status = StatusCode::from_u16(code).map_err(protocol_error)?;
+    let http10 = resp.version == Some(0);
+    // Offsets into the head, so that the values can share its bytes once it is split off.
+    let base = buf.as_ptr() as usize;
+    let count = resp.headers.len();
+    let mut small = [[0u32; 4]; 16];
+    let mut large = Vec::new();
+    let spans: &mut [[u32; 4]] = if count <= small.len() {
+        &mut small[..count]
+    } else {
+        large.resize(count, [0u32; 4]);
+        &mut large
+    };
+    for (span, f) in spans.iter_mut().zip(resp.headers.iter()) {
+        let n0 = f.name.as_ptr() as usize - base;
+        let v0 = f.value.as_ptr() as usize - base;
+        *span = [
+            n0 as u32,
+            (n0 + f.name.len()) as u32,
+            v0 as u32,
+            (v0 + f.value.len()) as u32,
+        ];
+    }
+    let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
-    let mut keep_alive = version == Version::HTTP_11;
+    let mut keep_alive = !http10;
     let mut close = false;
-    for &(n0, n1, v0, v1) in &spans[..count] {
+    let mut length: Option<u64> = None;
+    let mut bad_length = false;
+    let mut chunked: Option<bool> = None; // the last transfer-encoding ends in `chunked`
+    for &[n0, n1, v0, v1] in spans.iter() {
         let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
             .map_err(|_| protocol_error("invalid response header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
             .map_err(|_| protocol_error("invalid response header value"))?;
-        if name == header::CONNECTION {
+        if name == header::CONTENT_LENGTH {
+            match parse_length(value.as_bytes()) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => bad_length = true,
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            let last = value
+                .as_bytes()
+                .rsplit(|b| *b == b',')
+                .next()
+                .unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            continue; // decoded here; hop-by-hop, never forwarded
+        } else if name == header::CONNECTION {
             if close || has_token(&value, "close") {
                 close = true;
                 keep_alive = false;
             } else if !keep_alive {
                 keep_alive = has_token(&value, "keep-alive");
             }
+            if only_persistence_tokens(&value) {
+                continue; // hop-by-hop and read: the forwarder would only remove it
+            }
+        } else if name == KEEP_ALIVE {
+            continue;
         }
         headers.append(name, value);
     }
     let framing = if code == 204 || code == 304 || *method == Method::HEAD {
         Framing::Empty
-    } else if let Some(te) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
-        if version == Version::HTTP_10 {
+    } else if let Some(chunked) = chunked {
+        if http10 {
             return Err(protocol_error("transfer-encoding in an HTTP/1.0 response"));
         }
-        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
-        if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        if chunked {
             Framing::Chunked
         } else {
             Framing::Close
         }
+    } else if bad_length {
+        return Err(protocol_error("invalid content-length"));
     } else {
-        match content_length(&headers) {
-            Ok(Some(n)) => Framing::Length(n),
-            Ok(None) => Framing::Close,
-            Err(()) => return Err(protocol_error("invalid content-length")),
-        }
+        length.map_or(Framing::Close, Framing::Length)
     };
     Ok(Parsed::Final(Head {
         status,
@@ -510,6 +537,23 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, UpstreamErr
         keep_alive,
         framing,
     }))
+}
+
+/// A `content-length` value: digits, or a list of equal ones (`4, 4`).
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let mut found: Option<u64> = None;
+    for part in v.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
+    }
+    found
 }
 
 /// Chunked body decoder states (RFC 9112 section 7.1).
@@ -629,7 +673,7 @@ impl Decoder {
 /// when read to its end (a body dropped early closes the connection).
 #[derive(Debug)]
 pub struct BodyStream {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     decoder: Decoder,
     /// Where the connection goes back to, when the response allows reuse.
     host: Option<Arc<Host>>,
@@ -824,6 +868,23 @@ mod tests {
         .is_err());
         assert!(head(b"HTTP/1.1 200 OK\r\n", get).is_ok_and(|h| h.is_none()));
         assert!(head(b"HTTP/1.1 abc OK\r\n\r\n", get).is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_fields_that_were_read_are_not_kept() {
+        let wire = b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n";
+        let h = head(wire, &Method::GET).ok().flatten().map(|h| h.headers);
+        let names: Vec<_> = h
+            .iter()
+            .flat_map(|h| h.keys())
+            .map(|n| n.as_str())
+            .collect();
+        assert_eq!(names, ["x-a", "content-length"]);
+        // A Connection header naming another field stays, for the hop-by-hop strip to read.
+        let wire =
+            b"HTTP/1.1 200 OK\r\nconnection: close, x-a\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n";
+        let h = head(wire, &Method::GET).ok().flatten().map(|h| h.headers);
+        assert!(h.is_some_and(|h| h.contains_key(header::CONNECTION)));
     }
 
     #[test]

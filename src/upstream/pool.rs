@@ -58,7 +58,7 @@ pub struct HostPool {
 
 #[derive(Debug)]
 struct Slot {
-    idle: ArrayQueue<http1::Conn>,
+    idle: ArrayQueue<Box<http1::Conn>>,
     h2: ArcSwapOption<H2Conn>,
 }
 
@@ -187,7 +187,7 @@ pub struct H2Conn {
 pub enum Sender {
     /// HTTP/1.1: returned to the host's idle queue once the response body is read, unless it
     /// reached `max_requests_per_connection`.
-    H1(http1::Conn, Arc<Host>, Option<u32>),
+    H1(Box<http1::Conn>, Arc<Host>, Option<u32>),
     /// HTTP/1.1 for an upgrade request, on hyper's client: never pooled.
     Upgrade(hyper::client::conn::http1::SendRequest<UpstreamBody>),
     /// HTTP/2: a clone of the host's multiplexed connection.
@@ -296,7 +296,7 @@ pub async fn checkout_upgrade(
 
 /// Put a connection whose response was read to its end back in `host`'s idle queue (closed
 /// instead when the queue is full).
-pub(super) fn release(host: &Host, mut conn: http1::Conn) {
+pub(super) fn release(host: &Host, mut conn: Box<http1::Conn>) {
     conn.idle_since = Instant::now();
     let _ = host.pool.slot().idle.push(conn);
 }

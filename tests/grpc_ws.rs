@@ -22,42 +22,74 @@ fn h2_cluster(name: &str, addr: SocketAddr) -> String {
     )
 }
 
+/// Serve a tonic service on a free loopback port.
+fn serve_grpc<S>(service: S) -> SocketAddr
+where
+    S: tower::Service<
+            http::Request<tonic::body::BoxBody>,
+            Response = http::Response<tonic::body::BoxBody>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.set_nonblocking(true).expect("nonblocking");
+    let addr = l.local_addr().expect("addr");
+    let l = tokio::net::TcpListener::from_std(l).expect("listener");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+    );
+    addr
+}
+
+/// Start layer8 with one gRPC route (`route`: the route action, YAML at 16 spaces) to an
+/// HTTP/2 cluster `cluster` at `addr`, and a health client through it.
+async fn health_through_layer8(
+    route: &str,
+    cluster: &str,
+    addr: SocketAddr,
+) -> HealthClient<tonic::transport::Channel> {
+    let (admin, listen) = (free_port(), free_port());
+    let vhosts = format!(
+        r#"            - name: grpc
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/grpc.health.v1.Health/", grpc: {{}} }}
+                route:
+{route}"#
+    );
+    std::mem::forget(
+        start_in_process(&http_bootstrap(
+            admin,
+            listen,
+            &vhosts,
+            &h2_cluster(cluster, addr),
+            "",
+        ))
+        .await,
+    );
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{listen}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect through layer8");
+    HealthClient::new(channel)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unary_and_streaming_with_trailers() {
     let (mut reporter, service) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("layer8.Demo", tonic_health::ServingStatus::Serving)
         .await;
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let grpc_addr = l.local_addr().expect("addr");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
-    );
-    let (admin, listen) = (free_port(), free_port());
-    let vhosts = r#"            - name: grpc
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/grpc.health.v1.Health/", grpc: {} }
-                route: { cluster: grpc_up, timeout: 0s }"#;
-    let _l8 = start_in_process(&http_bootstrap(
-        admin,
-        listen,
-        vhosts,
-        &h2_cluster("grpc_up", grpc_addr),
-        "",
-    ))
-    .await;
-
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{listen}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect through layer8");
-    let mut client = HealthClient::new(channel);
+    let grpc_addr = serve_grpc(service);
+    let route = "                  { cluster: grpc_up, timeout: 0s }";
+    let mut client = health_through_layer8(route, "grpc_up", grpc_addr).await;
     let r = client
         .check(HealthCheckRequest {
             service: "layer8.Demo".into(),
@@ -217,4 +249,83 @@ async fn upgrade_not_configured_is_not_tunnelled() {
         buf.ends_with("content-length: 0\r\n\r\n") || buf.contains("\r\ncontent-length: 0\r\n"),
         "{buf}"
     );
+}
+
+/// A health service that answers UNAVAILABLE until it has been asked `fail_first` times, and
+/// NOT_FOUND for any service but `layer8.Demo` (so a retried request must arrive intact).
+struct Flaky {
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    fail_first: usize,
+}
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for Flaky {
+    async fn check(
+        &self,
+        req: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n <= self.fail_first {
+            return Err(tonic::Status::unavailable("warming up"));
+        }
+        if req.into_inner().service != "layer8.Demo" {
+            return Err(tonic::Status::not_found("no such service"));
+        }
+        Ok(tonic::Response::new(
+            tonic_health::pb::HealthCheckResponse {
+                status: ServingStatus::Serving as i32,
+            },
+        ))
+    }
+
+    type WatchStream = std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<
+                    Item = Result<tonic_health::pb::HealthCheckResponse, tonic::Status>,
+                > + Send,
+        >,
+    >;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("watch"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_retry_on_unavailable_resends_the_streamed_request() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let grpc_addr = serve_grpc(tonic_health::pb::health_server::HealthServer::new(Flaky {
+        calls: calls.clone(),
+        fail_first: 1,
+    }));
+    // Istio's default retry policy for a route; "unavailable" reads the grpc-status of a
+    // trailers-only response.
+    let route = r#"                  cluster: grpc_flaky
+                  timeout: 0s
+                  retry_policy:
+                    retry_on: connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes
+                    num_retries: 2
+                    retry_host_predicate: [ { name: envoy.retry_host_predicates.previous_hosts } ]"#;
+    let mut client = health_through_layer8(route, "grpc_flaky", grpc_addr).await;
+    let r = client
+        .check(HealthCheckRequest {
+            service: "layer8.Demo".into(),
+        })
+        .await
+        .expect("retried to success");
+    assert_eq!(r.into_inner().status, ServingStatus::Serving as i32);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // A status the policy does not list is not retried.
+    let err = client
+        .check(HealthCheckRequest {
+            service: "other".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

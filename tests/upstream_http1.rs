@@ -99,6 +99,22 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, S
     Some((head, path, body))
 }
 
+/// How many requests for `path` the upstream has received, this one included.
+fn seen_before(log: &Mutex<Vec<String>>, path: &str) -> usize {
+    let line = format!(" {path} HTTP/1.1\r\n");
+    log.lock()
+        .map(|l| {
+            l.iter()
+                .filter(|r| {
+                    r.lines()
+                        .next()
+                        .is_some_and(|f| f.contains(line.trim_end()))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 async fn pause() {
     tokio::time::sleep(Duration::from_millis(30)).await;
 }
@@ -139,7 +155,12 @@ async fn serve(mut s: TcpStream, log: Arc<Mutex<Vec<String>>>) {
                 r.resize(r.len() + 1_000_000, b'x');
                 s.write_all(&r).await
             }
-            "/echo" => {
+            // The first request to each `/flaky...` path gets a 503, later ones the echo.
+            p if p.starts_with("/flaky") && seen_before(&log, &path) == 1 => {
+                s.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                    .await
+            }
+            p if p == "/echo" || p.starts_with("/flaky") => {
                 let r = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
                 let _ = s.write_all(r.as_bytes()).await;
                 s.write_all(&body).await
@@ -180,6 +201,10 @@ async fn start(up: &Scripted) -> u16 {
     let vhosts = r#"            - name: all
               domains: ["*"]
               routes:
+              - match: { prefix: "/flaky" }
+                route:
+                  cluster: scripted
+                  retry_policy: { retry_on: retriable-status-codes, retriable_status_codes: [503], num_retries: 1 }
               - match: { prefix: "/" }
                 route: { cluster: scripted }"#;
     let yaml = http_bootstrap(
@@ -366,4 +391,60 @@ async fn request_bodies_are_framed_as_received() {
         seen.ends_with("\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
         "{seen}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_bodies_are_replayed_on_retry_up_to_the_buffer_limit() {
+    let up = scripted().await;
+    let port = start(&up).await;
+    let requests = |path: &str| -> Vec<String> {
+        let first = format!("POST {path} HTTP/1.1\r\n");
+        up.requests
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|r| r.starts_with(&first))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    // A chunked body streams to the first attempt (503) and is sent again, whole, to the
+    // second: the copy kept as it streamed, now with its length known.
+    let r = raw(
+        port,
+        &[
+            b"POST /flaky-chunked HTTP/1.1\r\nhost: svc\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n",
+            b"2\r\nde\r\n0\r\n\r\n",
+        ],
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    assert!(r.ends_with("\r\n\r\nabcde"), "{r}");
+    let seen = requests("/flaky-chunked");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[0].contains("transfer-encoding: chunked\r\n"),
+        "{}",
+        seen[0]
+    );
+    assert!(
+        seen[0].ends_with("\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"),
+        "{}",
+        seen[0]
+    );
+    assert!(seen[1].contains("content-length: 5\r\n"), "{}", seen[1]);
+    assert!(seen[1].ends_with("\r\n\r\nabcde"), "{}", seen[1]);
+
+    // A body larger than the buffer limit (1 MiB) streams once and is not retried: the
+    // upstream's 503 reaches the client.
+    let big = vec![b'z'; 1536 * 1024];
+    let head = format!(
+        "POST /flaky-big HTTP/1.1\r\nhost: svc\r\ncontent-length: {}\r\n\r\n",
+        big.len()
+    );
+    let r = raw(port, &[head.as_bytes(), &big]).await;
+    assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
+    assert_eq!(requests("/flaky-big").len(), 1);
 }

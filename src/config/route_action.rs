@@ -269,16 +269,14 @@ pub(super) fn retry_policy(p: &pb::RetryPolicy, ctx: &Ctx) -> Result<RetryPolicy
             "refused-stream" => rp.on_refused_stream = true,
             "reset" | "reset-before-request" => rp.on_reset = true,
             "retriable-status-codes" => rp.on_retriable_status = true,
-            // gRPC and header-based conditions are accepted; they do not trigger retries yet.
-            "cancelled"
-            | "deadline-exceeded"
-            | "internal"
-            | "resource-exhausted"
-            | "unavailable"
-            | "retriable-4xx"
-            | "retriable-headers"
-            | "envoy-ratelimited"
-            | "http3-post-connect-failure" => {}
+            "retriable-4xx" => rp.on_retriable_4xx = true,
+            "cancelled" => rp.grpc_statuses.push(1),
+            "deadline-exceeded" => rp.grpc_statuses.push(4),
+            "resource-exhausted" => rp.grpc_statuses.push(8),
+            "internal" => rp.grpc_statuses.push(13),
+            "unavailable" => rp.grpc_statuses.push(14),
+            // Accepted; it does not trigger retries yet.
+            "retriable-headers" | "envoy-ratelimited" | "http3-post-connect-failure" => {}
             other => {
                 return Err(ctx
                     .at("retry_on")

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::{Body, Incoming};
 use xxhash_rust::xxh64::xxh64;
 
@@ -17,12 +17,13 @@ use super::headers::{self, names, FormatCtx};
 use super::local_reply::{self, Flag};
 use super::mirror::spawn_mirror;
 use super::path::rewrite_path;
+use super::replay::Replay;
 use super::retry::{backoff, take_retry};
 use super::stream_timeout::{StreamTracker, TrackedBody};
 use super::{ConnCtx, RespBody};
 use crate::model::cluster::Discovery;
 use crate::model::route::*;
-use crate::upstream::{pool, Cluster, Host, UpstreamError};
+use crate::upstream::{pool, Cluster, Host, UpstreamBody, UpstreamError};
 
 /// Largest request body buffered so it can be retried or mirrored.
 pub(super) const MAX_REPLAY_BODY: usize = 64 * 1024;
@@ -259,6 +260,8 @@ pub(super) async fn forward(
                 .is_some_and(|u| u as usize <= MAX_REPLAY_BODY);
     let mut streaming: Option<Incoming> = None;
     let mut buffered: Option<Bytes> = None;
+    // A streamed body on a route that retries keeps a copy as it goes (Envoy's retry buffer).
+    let mut replay: Option<Replay> = None;
     if body.is_end_stream() {
         buffered = Some(Bytes::new());
     } else if replayable {
@@ -271,6 +274,8 @@ pub(super) async fn forward(
             }
             Err(_) => return local_reply::for_flag(Flag::Reset, ""),
         }
+    } else if retry.is_some() {
+        replay = Some(Replay::new(TrackedBody::new(body, tracker.clone())));
     } else {
         streaming = Some(body);
     }
@@ -309,10 +314,14 @@ pub(super) async fn forward(
         }
         let _active = target.start_request();
 
-        let body: pool::UpstreamBody = match (&buffered, streaming.take()) {
-            (Some(b), _) => Either::Right(Full::new(b.clone())),
-            (None, Some(s)) => Either::Left(TrackedBody::new(s, tracker.clone())),
-            (None, None) => break local_reply::for_flag(Flag::Reset, ""),
+        let body = match (&buffered, &replay, streaming.take()) {
+            (Some(b), _, _) => UpstreamBody::full(b.clone()),
+            (None, Some(r), _) => match r.attempt() {
+                Some(b) => UpstreamBody::Replay(b),
+                None => break local_reply::for_flag(Flag::Reset, ""),
+            },
+            (None, None, Some(s)) => UpstreamBody::Stream(TrackedBody::new(s, tracker.clone())),
+            (None, None, None) => break local_reply::for_flag(Flag::Reset, ""),
         };
         let uri = upstream_uri(
             cluster,
@@ -369,7 +378,9 @@ pub(super) async fn forward(
             Some(l) => tokio::time::timeout(l, exchange).await.map_err(|_| ()),
             None => Ok(exchange.await),
         };
-        let retries_left = attempt < max_attempts && (buffered.is_some());
+        // Whether the body can be sent again (known after the attempt: a copy may overflow).
+        let intact = buffered.is_some() || replay.as_ref().is_some_and(Replay::can_replay);
+        let retries_left = attempt < max_attempts && intact;
         match outcome {
             Err(()) => {
                 if stream_deadline.is_some_and(|d| Instant::now() >= d) {
@@ -433,13 +444,7 @@ pub(super) async fn forward(
                     UpstreamError::Reset(_) => r.on_reset || r.on_5xx,
                     UpstreamError::Overflow => false,
                 });
-                // Connect failures never consumed the body, so even a streamed body can retry.
-                let body_intact = buffered.is_some()
-                    || matches!(
-                        e,
-                        UpstreamError::ConnectFailure(_) | UpstreamError::ConnectTimeout
-                    );
-                if retriable && attempt < max_attempts && body_intact && take_retry(cluster) {
+                if retriable && retries_left && take_retry(cluster) {
                     backoff(r, attempt, deadline).await;
                     continue;
                 }
@@ -451,7 +456,11 @@ pub(super) async fn forward(
                 if let Some(r) = retry.as_deref() {
                     let want = (r.on_5xx && status >= 500)
                         || (r.on_gateway_error && (502..=504).contains(&status))
-                        || (r.on_retriable_status && r.retriable_status_codes.contains(&status));
+                        || (r.on_retriable_4xx && status == 409)
+                        || (r.on_retriable_status && r.retriable_status_codes.contains(&status))
+                        || (!r.grpc_statuses.is_empty()
+                            && grpc_status(resp.headers())
+                                .is_some_and(|g| r.grpc_statuses.contains(&g)));
                     if want && retries_left && take_retry(cluster) {
                         drop(resp);
                         backoff(Some(r), attempt, deadline).await;
@@ -478,6 +487,14 @@ pub(super) async fn forward(
             }
         }
     }
+}
+
+/// The `grpc-status` of a trailers-only gRPC response (the only place a retry can see it).
+fn grpc_status(h: &http::HeaderMap) -> Option<u8> {
+    std::str::from_utf8(h.get("grpc-status")?.as_bytes())
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The upstream request's URI: origin-form for HTTP/1.1, absolute for HTTP/2. `unchanged` is

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request};
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::BodyExt;
 
 use super::forward::*;
 use crate::upstream::{pool, Cluster};
@@ -34,7 +34,7 @@ pub(super) fn spawn_mirror(
         if let Some(h) = b.headers_mut() {
             *h = headers;
         }
-        let Ok(req) = b.body(Either::Right(Full::new(body))) else {
+        let Ok(req) = b.body(pool::UpstreamBody::full(body)) else {
             return;
         };
         if let Ok(sender) = pool::checkout(&cluster, &host, false).await {

@@ -9,6 +9,7 @@ pub mod local_reply;
 pub mod mirror;
 pub mod path;
 pub mod redirect;
+pub mod replay;
 pub mod retry;
 pub mod route;
 pub mod router;

@@ -302,6 +302,11 @@ pub struct RetryPolicy {
     pub on_retriable_status: bool,
     /// Status codes for `retriable-status-codes`.
     pub retriable_status_codes: Vec<u16>,
+    /// Retry on 409 (`retriable-4xx`).
+    pub on_retriable_4xx: bool,
+    /// `grpc-status` values of a trailers-only response that retry (`cancelled` 1,
+    /// `deadline-exceeded` 4, `resource-exhausted` 8, `internal` 13, `unavailable` 14).
+    pub grpc_statuses: Vec<u8>,
     /// Max retries (default 1).
     pub num_retries: u32,
     /// Per-try timeout.

@@ -244,33 +244,43 @@ impl Conn {
         framing: Framing,
         body: &mut UpstreamBody,
     ) -> Result<(), UpstreamError> {
-        use http_body_util::{BodyExt, Either};
+        use http_body_util::BodyExt;
+        if !matches!(body, UpstreamBody::Buffered(_)) {
+            return self.write_streamed(framing, body).await;
+        }
+        // A buffered body is ready: head and body leave in one write.
         let io_err = |e: io::Error| UpstreamError::Reset(e.to_string());
-        let Either::Left(stream) = body else {
-            // A buffered body is ready: head and body leave in one write.
-            let data = match body.frame().await {
-                Some(Ok(f)) => f.into_data().unwrap_or_default(),
-                _ => Bytes::new(),
-            };
-            if framing == Framing::Empty || data.is_empty() {
-                return self.io.write_all(&self.wbuf).await.map_err(io_err);
-            }
-            if framing == Framing::Chunked {
-                chunk_header(&mut self.wbuf, data.len());
-            }
-            if data.len() <= INLINE_BODY {
-                self.wbuf.extend_from_slice(&data);
-            } else {
-                let mut both = (&self.wbuf[..]).chain(data);
-                self.io.write_all_buf(&mut both).await.map_err(io_err)?;
-                self.wbuf.clear();
-            }
-            if framing == Framing::Chunked {
-                self.wbuf.extend_from_slice(b"\r\n0\r\n\r\n");
-            }
-            return self.io.write_all(&self.wbuf).await.map_err(io_err);
+        let data = match body.frame().await {
+            Some(Ok(f)) => f.into_data().unwrap_or_default(),
+            _ => Bytes::new(),
         };
-        // A streamed body: the head goes first, then each frame as it arrives.
+        if framing == Framing::Empty || data.is_empty() {
+            return self.io.write_all(&self.wbuf).await.map_err(io_err);
+        }
+        if framing == Framing::Chunked {
+            chunk_header(&mut self.wbuf, data.len());
+        }
+        if data.len() <= INLINE_BODY {
+            self.wbuf.extend_from_slice(&data);
+        } else {
+            let mut both = (&self.wbuf[..]).chain(data);
+            self.io.write_all_buf(&mut both).await.map_err(io_err)?;
+            self.wbuf.clear();
+        }
+        if framing == Framing::Chunked {
+            self.wbuf.extend_from_slice(b"\r\n0\r\n\r\n");
+        }
+        self.io.write_all(&self.wbuf).await.map_err(io_err)
+    }
+
+    /// A streamed body: the head goes first, then each frame as it arrives.
+    async fn write_streamed(
+        &mut self,
+        framing: Framing,
+        stream: &mut UpstreamBody,
+    ) -> Result<(), UpstreamError> {
+        use http_body_util::BodyExt;
+        let io_err = |e: io::Error| UpstreamError::Reset(e.to_string());
         self.io.write_all(&self.wbuf).await.map_err(io_err)?;
         if framing == Framing::Empty {
             return Ok(());
@@ -937,8 +947,7 @@ mod tests {
 
     #[test]
     fn request_framing_matches_hyper() {
-        use http_body_util::{Either, Full};
-        let full = |s: &'static str| -> UpstreamBody { Either::Right(Full::new(Bytes::from(s))) };
+        let full = |s: &'static str| UpstreamBody::full(Bytes::from(s));
         let mut h = HeaderMap::new();
         assert_eq!(
             request_framing(&Method::GET, &mut h, &full("")),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -20,8 +20,56 @@ use super::cluster::{Cluster, Host};
 use super::http1::{self, Stream};
 use crate::model::cluster::{EndpointAddr, UpstreamProtocol};
 
-/// Request body sent upstream: streamed from downstream, or buffered (retries, mirrors).
-pub type UpstreamBody = Either<crate::http::stream_timeout::TrackedBody, Full<Bytes>>;
+/// Request body sent upstream.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// Complete before the attempt (empty, or collected for retries and mirrors).
+    Buffered(Full<Bytes>),
+    /// Streamed from downstream as it arrives.
+    Stream(crate::http::stream_timeout::TrackedBody),
+    /// Streamed from downstream while a copy is kept for retries.
+    Replay(crate::http::replay::AttemptBody),
+}
+
+impl UpstreamBody {
+    /// A complete body.
+    pub fn full(data: Bytes) -> Self {
+        UpstreamBody::Buffered(Full::new(data))
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        use std::pin::Pin;
+        match self.get_mut() {
+            UpstreamBody::Buffered(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
+            UpstreamBody::Stream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Replay(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Buffered(b) => b.is_end_stream(),
+            UpstreamBody::Stream(b) => b.is_end_stream(),
+            UpstreamBody::Replay(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            UpstreamBody::Buffered(b) => b.size_hint(),
+            UpstreamBody::Stream(b) => b.size_hint(),
+            UpstreamBody::Replay(b) => b.size_hint(),
+        }
+    }
+}
 
 const MAX_IDLE_H1: usize = 64;
 

@@ -201,6 +201,18 @@ async fn start(up: &Scripted) -> u16 {
     let vhosts = r#"            - name: all
               domains: ["*"]
               routes:
+              - match: { prefix: "/flaky-header" }
+                route:
+                  cluster: scripted
+                  retry_policy:
+                    retry_on: retriable-headers
+                    retriable_headers: [ { name: ":status", string_match: { exact: "503" } } ]
+              - match: { prefix: "/flaky-nomatch" }
+                route:
+                  cluster: scripted
+                  retry_policy:
+                    retry_on: retriable-headers
+                    retriable_headers: [ { name: x-retry-me, present_match: true } ]
               - match: { prefix: "/flaky" }
                 route:
                   cluster: scripted
@@ -394,7 +406,7 @@ async fn request_bodies_are_framed_as_received() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streamed_bodies_are_replayed_on_retry_up_to_the_buffer_limit() {
+async fn retries_replay_streamed_bodies_and_follow_retriable_headers() {
     let up = scripted().await;
     let port = start(&up).await;
     let requests = |path: &str| -> Vec<String> {
@@ -436,6 +448,21 @@ async fn streamed_bodies_are_replayed_on_retry_up_to_the_buffer_limit() {
     );
     assert!(seen[1].contains("content-length: 5\r\n"), "{}", seen[1]);
     assert!(seen[1].ends_with("\r\n\r\nabcde"), "{}", seen[1]);
+
+    // retriable-headers: a matcher on the response (here `:status`) asks for the retry.
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nhost: svc\r\n\r\n");
+    let r = raw(port, &[get("/flaky-header").as_bytes()]).await;
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+    let r = raw(port, &[get("/flaky-nomatch").as_bytes()]).await;
+    assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
+    let count = |path: &str| {
+        let first = format!("GET {path} HTTP/1.1\r\n");
+        up.requests
+            .lock()
+            .map(|l| l.iter().filter(|r| r.starts_with(&first)).count())
+            .unwrap_or(0)
+    };
+    assert_eq!((count("/flaky-header"), count("/flaky-nomatch")), (2, 1));
 
     // A body larger than the buffer limit (1 MiB) streams once and is not retried: the
     // upstream's 503 reaches the client.

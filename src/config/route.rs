@@ -278,6 +278,7 @@ fn header_key(name: &str, ctx: &Ctx) -> Result<HeaderKey, ConfigError> {
         ":path" => HeaderKey::Path,
         ":method" => HeaderKey::Method,
         ":scheme" => HeaderKey::Scheme,
+        ":status" => HeaderKey::Status,
         other => HeaderKey::Regular(
             HeaderName::from_bytes(other.as_bytes())
                 .map_err(|_| ctx.at("name").err(format!("invalid header name '{name}'")))?,
@@ -285,7 +286,7 @@ fn header_key(name: &str, ctx: &Ctx) -> Result<HeaderKey, ConfigError> {
     })
 }
 
-fn header_matcher(h: &pb::HeaderMatcher, ctx: &Ctx) -> Result<HeaderMatch, ConfigError> {
+pub(super) fn header_matcher(h: &pb::HeaderMatcher, ctx: &Ctx) -> Result<HeaderMatch, ConfigError> {
     use pb::header_matcher::HeaderMatchSpecifier as H;
     let value = match &h.header_match_specifier {
         None => HeaderValueMatch::Present(true),

@@ -270,19 +270,27 @@ pub(super) fn retry_policy(p: &pb::RetryPolicy, ctx: &Ctx) -> Result<RetryPolicy
             "reset" | "reset-before-request" => rp.on_reset = true,
             "retriable-status-codes" => rp.on_retriable_status = true,
             "retriable-4xx" => rp.on_retriable_4xx = true,
+            "retriable-headers" => rp.on_retriable_headers = true,
             "cancelled" => rp.grpc_statuses.push(1),
             "deadline-exceeded" => rp.grpc_statuses.push(4),
             "resource-exhausted" => rp.grpc_statuses.push(8),
             "internal" => rp.grpc_statuses.push(13),
             "unavailable" => rp.grpc_statuses.push(14),
-            // Accepted; it does not trigger retries yet.
-            "retriable-headers" | "envoy-ratelimited" | "http3-post-connect-failure" => {}
+            // Accepted; they do not trigger retries yet.
+            "envoy-ratelimited" | "http3-post-connect-failure" => {}
             other => {
                 return Err(ctx
                     .at("retry_on")
                     .err(format!("unknown retry condition '{other}'")))
             }
         }
+    }
+    for (i, h) in p.retriable_headers.iter().enumerate() {
+        let m = super::route::header_matcher(h, &ctx.at(format!("retriable_headers[{i}]")))?;
+        rp.retriable_headers.list.push(m);
+    }
+    if !p.retriable_headers.is_empty() {
+        rp.retriable_headers.key = format!("{:?}", p.retriable_headers);
     }
     for (i, pred) in p.retry_host_predicate.iter().enumerate() {
         if pred.name.contains("previous_hosts")

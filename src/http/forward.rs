@@ -457,6 +457,14 @@ pub(super) async fn forward(
                     let want = (r.on_5xx && status >= 500)
                         || (r.on_gateway_error && (502..=504).contains(&status))
                         || (r.on_retriable_4xx && status == 409)
+                        || (r.on_retriable_headers
+                            && r.retriable_headers.list.iter().any(|h| {
+                                super::route::response_header_matches(
+                                    h,
+                                    resp.status(),
+                                    resp.headers(),
+                                )
+                            }))
                         || (r.on_retriable_status && r.retriable_status_codes.contains(&status))
                         || (!r.grpc_statuses.is_empty()
                             && grpc_status(resp.headers())

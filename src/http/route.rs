@@ -5,6 +5,8 @@
 //! prefix length; only those candidates (plus regex routes) are evaluated in full, lowest index
 //! first, so first-match semantics hold without scanning thousands of routes.
 
+use std::borrow::Cow;
+
 use http::header::{self, HeaderValue};
 use http::Request;
 
@@ -55,8 +57,7 @@ fn header_values<'a, B>(
     req: &'a Request<B>,
     key: &HeaderKey,
     host: &'a str,
-) -> Option<Vec<std::borrow::Cow<'a, str>>> {
-    use std::borrow::Cow;
+) -> Option<Vec<Cow<'a, str>>> {
     let one = |s: &'a str| Some(vec![Cow::Borrowed(s)]);
     match key {
         HeaderKey::Authority => one(host),
@@ -67,6 +68,7 @@ fn header_values<'a, B>(
             .unwrap_or("/")),
         HeaderKey::Method => one(req.method().as_str()),
         HeaderKey::Scheme => one(req.uri().scheme_str().unwrap_or("http")),
+        HeaderKey::Status => None,
         HeaderKey::Regular(n) => {
             let values: Vec<Cow<'a, str>> = req
                 .headers()
@@ -82,19 +84,42 @@ fn header_values<'a, B>(
 /// One `HeaderMatcher`, as Envoy 1.40 evaluates it: a missing header fails every matcher but
 /// `present_match` whatever `invert_match` says (unless `treat_missing_header_as_empty`), and a
 /// header sent several times matches when any one of its values does.
-fn header_matches<B>(h: &HeaderMatch, req: &Request<B>, host: &str) -> bool {
+fn evaluate(h: &HeaderMatch, values: Option<Vec<Cow<'_, str>>>) -> bool {
     let test = |v: &str| match &h.value {
         HeaderValueMatch::Present(want) => *want,
         HeaderValueMatch::String(s) => s.matches(v),
         HeaderValueMatch::Range(a, b) => v.trim().parse::<i64>().is_ok_and(|n| n >= *a && n < *b),
     };
-    let result = match (header_values(req, &h.name, host), &h.value) {
+    let result = match (values, &h.value) {
         (None, HeaderValueMatch::Present(want)) => !*want,
         (None, _) if h.treat_missing_as_empty => test(""),
         (None, _) => return false,
         (Some(values), _) => values.iter().any(|v| test(v)),
     };
     result != h.invert
+}
+
+fn header_matches<B>(h: &HeaderMatch, req: &Request<B>, host: &str) -> bool {
+    evaluate(h, header_values(req, &h.name, host))
+}
+
+/// Whether a `retriable_headers` matcher accepts an upstream response (`:status` is its
+/// status; request pseudo-headers are absent).
+pub fn response_header_matches(
+    h: &HeaderMatch,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+) -> bool {
+    let values: Vec<Cow<'_, str>> = match &h.name {
+        HeaderKey::Status => vec![Cow::Borrowed(status.as_str())],
+        HeaderKey::Regular(n) => headers
+            .get_all(n)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    evaluate(h, (!values.is_empty()).then_some(values))
 }
 
 /// Whether a route's match criteria accept the request.

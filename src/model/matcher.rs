@@ -90,6 +90,8 @@ pub enum HeaderKey {
     Method,
     /// `:scheme`.
     Scheme,
+    /// `:status` (responses only: `retriable_headers`).
+    Status,
     /// A regular header, lower-cased.
     Regular(http::HeaderName),
 }

@@ -304,6 +304,10 @@ pub struct RetryPolicy {
     pub retriable_status_codes: Vec<u16>,
     /// Retry on 409 (`retriable-4xx`).
     pub on_retriable_4xx: bool,
+    /// `retriable-headers`: retry when any of `retriable_headers` matches the response.
+    pub on_retriable_headers: bool,
+    /// Response header matchers for `retriable-headers`.
+    pub retriable_headers: ResponseMatchers,
     /// `grpc-status` values of a trailers-only response that retry (`cancelled` 1,
     /// `deadline-exceeded` 4, `resource-exhausted` 8, `internal` 13, `unavailable` 14).
     pub grpc_statuses: Vec<u8>,
@@ -319,6 +323,30 @@ pub struct RetryPolicy {
     pub base_interval: Duration,
     /// Max interval (default 10 x base).
     pub max_interval: Duration,
+}
+
+/// Compiled response header matchers, compared by the configuration they came from (policies
+/// are interned by value, and a compiled regex has no equality).
+#[derive(Debug, Clone, Default)]
+pub struct ResponseMatchers {
+    /// The matchers.
+    pub list: Vec<crate::model::matcher::HeaderMatch>,
+    /// Their configuration, rendered: the identity used for equality and hashing.
+    pub key: String,
+}
+
+impl PartialEq for ResponseMatchers {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for ResponseMatchers {}
+
+impl std::hash::Hash for ResponseMatchers {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
 }
 
 /// A redirect action.

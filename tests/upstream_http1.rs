@@ -197,6 +197,11 @@ async fn serve(mut s: TcpStream, log: Arc<Mutex<Vec<String>>>) {
 }
 
 async fn start(up: &Scripted) -> u16 {
+    start_with_cluster(up, "scripted").await
+}
+
+/// Start layer8 in front of `up`, its cluster named `cluster` (stats are per process).
+async fn start_with_cluster(up: &Scripted, cluster: &str) -> u16 {
     let (admin, listen) = (free_port(), free_port());
     let vhosts = r#"            - name: all
               domains: ["*"]
@@ -218,12 +223,13 @@ async fn start(up: &Scripted) -> u16 {
                   cluster: scripted
                   retry_policy: { retry_on: retriable-status-codes, retriable_status_codes: [503], num_retries: 1 }
               - match: { prefix: "/" }
-                route: { cluster: scripted }"#;
+                route: { cluster: scripted }"#
+        .replace("scripted", cluster);
     let yaml = http_bootstrap(
         admin,
         listen,
-        vhosts,
-        &static_cluster("scripted", &[up.addr], ""),
+        &vhosts,
+        &static_cluster(cluster, &[up.addr], ""),
         "",
     );
     // Leaked on purpose: the in-process server lives as long as the test's runtime.
@@ -474,4 +480,26 @@ async fn retries_replay_streamed_bodies_and_follow_retriable_headers() {
     let r = raw(port, &[head.as_bytes(), &big]).await;
     assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
     assert_eq!(requests("/flaky-big").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_the_upstream_closed_leave_the_pool_without_a_request() {
+    let up = scripted().await;
+    let port = start_with_cluster(&up, "sweep").await;
+    let c = Clients::new();
+    assert_eq!(c.get(port, "svc", "/plain").await.text(), "plain");
+    assert_eq!(stat("cluster.sweep.upstream_cx_active"), 1);
+    // The upstream closes the connection after this response; no request follows.
+    assert_eq!(c.get(port, "svc", "/close-after").await.text(), "bye");
+    let t0 = std::time::Instant::now();
+    while stat("cluster.sweep.upstream_cx_active") != 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the closed connection is still counted active"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(up.accepted(), 1);
+    assert_eq!(c.get(port, "svc", "/plain").await.text(), "plain");
+    assert_eq!(up.accepted(), 2);
 }

@@ -138,7 +138,7 @@ pub struct Conn {
     pub(super) used: u32,
     /// When it last went idle.
     pub(super) idle_since: Instant,
-    _guard: ConnGuard,
+    guard: ConnGuard,
 }
 
 /// How a message body is delimited on the wire.
@@ -171,8 +171,13 @@ impl Conn {
             wbuf: Vec::new(),
             used: 0,
             idle_since: Instant::now(),
-            _guard: guard,
+            guard,
         })
+    }
+
+    /// The cluster the connection belongs to.
+    pub(super) fn cluster(&self) -> &super::Cluster {
+        self.guard.cluster()
     }
 
     /// Whether a pooled connection can take another request.

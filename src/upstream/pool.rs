@@ -107,6 +107,8 @@ pub struct HostPool {
 #[derive(Debug)]
 struct Slot {
     idle: ArrayQueue<Box<http1::Conn>>,
+    /// This host is in the slot's sweep list.
+    swept: std::sync::atomic::AtomicBool,
     h2: ArcSwapOption<H2Conn>,
 }
 
@@ -124,6 +126,7 @@ impl HostPool {
             (0..crate::workers::slots())
                 .map(|_| Slot {
                     idle: ArrayQueue::new(MAX_IDLE_H1),
+                    swept: std::sync::atomic::AtomicBool::new(false),
                     h2: ArcSwapOption::empty(),
                 })
                 .collect()
@@ -131,6 +134,82 @@ impl HostPool {
         let i = crate::workers::slot() % slots.len().max(1);
         &slots[i]
     }
+
+    /// Close the idle HTTP/1.1 connections of slot `i` that the upstream closed (or wrote to)
+    /// or that were idle longer than their cluster's `idle_timeout`; keep the others.
+    fn sweep(&self, i: usize) {
+        let Some(slot) = self.slots.get().and_then(|s| s.get(i)) else {
+            return;
+        };
+        for _ in 0..slot.idle.len() {
+            let Some(mut c) = slot.idle.pop() else { break };
+            let limit = c.cluster().config.idle_timeout.unwrap_or(Duration::MAX);
+            if c.idle_since.elapsed() < limit && c.idle_ok() {
+                let _ = slot.idle.push(c);
+            }
+        }
+    }
+}
+
+/// How often idle upstream connections are checked.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Per slot: the hosts that have had idle connections there, and whether a sweeper runs.
+#[derive(Default)]
+struct SweepList {
+    hosts: Vec<std::sync::Weak<Host>>,
+    running: bool,
+}
+
+static SWEEP: std::sync::OnceLock<Box<[std::sync::Mutex<SweepList>]>> = std::sync::OnceLock::new();
+
+fn sweep_list(i: usize) -> Option<std::sync::MutexGuard<'static, SweepList>> {
+    let lists = SWEEP.get_or_init(|| {
+        (0..crate::workers::slots())
+            .map(|_| std::sync::Mutex::default())
+            .collect()
+    });
+    Some(lists.get(i)?.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Add `host` to this slot's sweep list (once per host and slot, off the request path's
+/// steady state) and start the slot's sweeper on this runtime if none runs. hyper's client
+/// closed a connection as soon as its task saw the upstream close it; here a connection idle
+/// in the pool is closed within [`SWEEP_EVERY`], as Envoy does with its event loop.
+fn watch(host: &Arc<Host>, i: usize) {
+    let Some(mut list) = sweep_list(i) else {
+        return;
+    };
+    list.hosts.push(Arc::downgrade(host));
+    if list.running || tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    list.running = true;
+    /// Marks the sweeper stopped when its runtime drops it (a test's runtime ends).
+    struct Running(usize);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if let Some(mut list) = sweep_list(self.0) {
+                list.running = false;
+            }
+        }
+    }
+    tokio::spawn(async move {
+        let _running = Running(i);
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let hosts: Vec<Arc<Host>> = match sweep_list(i) {
+                Some(mut list) => {
+                    list.hosts.retain(|h| h.strong_count() > 0);
+                    list.hosts.iter().filter_map(|h| h.upgrade()).collect()
+                }
+                None => return,
+            };
+            for h in hosts {
+                h.pool.sweep(i);
+            }
+        }
+    });
 }
 
 /// Decrements the cluster's connection counters when a connection ends.
@@ -139,6 +218,12 @@ pub(super) struct ConnGuard(Arc<Cluster>);
 impl std::fmt::Debug for ConnGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ConnGuard")
+    }
+}
+
+impl ConnGuard {
+    pub(super) fn cluster(&self) -> &Cluster {
+        &self.0
     }
 }
 
@@ -344,9 +429,13 @@ pub async fn checkout_upgrade(
 
 /// Put a connection whose response was read to its end back in `host`'s idle queue (closed
 /// instead when the queue is full).
-pub(super) fn release(host: &Host, mut conn: Box<http1::Conn>) {
+pub(super) fn release(host: &Arc<Host>, mut conn: Box<http1::Conn>) {
     conn.idle_since = Instant::now();
-    let _ = host.pool.slot().idle.push(conn);
+    let slot = host.pool.slot();
+    let _ = slot.idle.push(conn);
+    if !slot.swept.load(Ordering::Relaxed) && !slot.swept.swap(true, Ordering::Relaxed) {
+        watch(host, crate::workers::slot());
+    }
 }
 
 impl Sender {

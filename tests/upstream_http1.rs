@@ -75,6 +75,9 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, S
             .and_then(|v| v.trim().parse::<usize>().ok())
     });
     let chunked = lower.contains("transfer-encoding: chunked");
+    if path == "/early" {
+        return Some((head, path, Vec::new())); // answered without reading the body
+    }
     loop {
         let done = if chunked {
             buf.starts_with(b"0\r\n\r\n") || find(buf, b"\r\n0\r\n\r\n").is_some()
@@ -170,6 +173,14 @@ async fn serve(mut s: TcpStream, log: Arc<Mutex<Vec<String>>>) {
             "/conn-close" => {
                 s.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbye")
                     .await
+            }
+            // Answers before reading the body, then holds the connection without reading.
+            "/early" => {
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                return;
             }
             // These end the connection after the response.
             "/eof" => {
@@ -502,4 +513,51 @@ async fn idle_connections_the_upstream_closed_leave_the_pool_without_a_request()
     assert_eq!(up.accepted(), 1);
     assert_eq!(c.get(port, "svc", "/plain").await.text(), "plain");
     assert_eq!(up.accepted(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_before_the_whole_request_body_is_forwarded_at_once() {
+    let up = scripted().await;
+    let port = start(&up).await;
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let len = 32 << 20; // far more than the socket buffers hold
+    s.write_all(
+        format!("POST /early HTTP/1.1\r\nhost: svc\r\ncontent-length: {len}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write head");
+    let (mut rd, mut wr) = s.into_split();
+    // The client keeps sending; the upstream has answered 413 and reads nothing more.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b'u'; 1 << 20];
+        for _ in 0..32 {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while !got.ends_with(b"too big!") {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        read.is_ok(),
+        "no response while the body was still being sent: {got}"
+    );
+    assert!(
+        got.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "{got}"
+    );
+    assert!(got.ends_with("\r\n\r\ntoo big!"), "{got}");
 }

@@ -199,15 +199,25 @@ impl Conn {
         let framing = request_framing(&parts.method, &mut headers, &body);
         self.wbuf.clear();
         encode_head(&mut self.wbuf, &parts.method, &parts.uri, &headers);
-        self.write_request(framing, &mut body).await?;
+        let early = self
+            .write_request(framing, &mut body, &parts.method)
+            .await?;
         if self.wbuf.capacity() > INLINE_BODY {
             self.wbuf = Vec::new();
         }
         self.used += 1;
 
-        let head = self.read_head(&parts.method).await?;
-        let reusable =
-            head.keep_alive && head.framing != Framing::Close && max.is_none_or(|m| self.used < m);
+        // A response that came before the request body was sent whole leaves the connection
+        // unusable for another request.
+        let sent_whole = early.is_none();
+        let head = match early {
+            Some(head) => head,
+            None => self.read_head(&parts.method).await?,
+        };
+        let reusable = sent_whole
+            && head.keep_alive
+            && head.framing != Framing::Close
+            && max.is_none_or(|m| self.used < m);
         let mut resp = Response::new(PooledBody::empty());
         *resp.status_mut() = head.status;
         *resp.headers_mut() = head.headers;
@@ -244,14 +254,17 @@ impl Conn {
         Ok(resp)
     }
 
+    /// Write the request (its head is in `wbuf`). A streamed body is written while watching
+    /// for a response: one that arrives first is returned.
     async fn write_request(
         &mut self,
         framing: Framing,
         body: &mut UpstreamBody,
-    ) -> Result<(), UpstreamError> {
+        method: &Method,
+    ) -> Result<Option<Head>, UpstreamError> {
         use http_body_util::BodyExt;
         if !matches!(body, UpstreamBody::Buffered(_)) {
-            return self.write_streamed(framing, body).await;
+            return self.write_streamed(framing, body, method).await;
         }
         // A buffered body is ready: head and body leave in one write.
         let io_err = |e: io::Error| UpstreamError::Reset(e.to_string());
@@ -260,7 +273,12 @@ impl Conn {
             _ => Bytes::new(),
         };
         if framing == Framing::Empty || data.is_empty() {
-            return self.io.write_all(&self.wbuf).await.map_err(io_err);
+            return self
+                .io
+                .write_all(&self.wbuf)
+                .await
+                .map_err(io_err)
+                .map(|_| None);
         }
         if framing == Framing::Chunked {
             chunk_header(&mut self.wbuf, data.len());
@@ -275,49 +293,114 @@ impl Conn {
         if framing == Framing::Chunked {
             self.wbuf.extend_from_slice(b"\r\n0\r\n\r\n");
         }
-        self.io.write_all(&self.wbuf).await.map_err(io_err)
+        self.io
+            .write_all(&self.wbuf)
+            .await
+            .map_err(io_err)
+            .map(|_| None)
     }
 
-    /// A streamed body: the head goes first, then each frame as it arrives.
+    /// A streamed body: the head, then each frame as it arrives, while the socket is also read:
+    /// an upstream may answer before it has the whole body (a 401 or 413 for an upload), as
+    /// hyper's client and Envoy allow. Such a response is returned and the rest of the body is
+    /// not sent.
     async fn write_streamed(
         &mut self,
         framing: Framing,
-        stream: &mut UpstreamBody,
-    ) -> Result<(), UpstreamError> {
-        use http_body_util::BodyExt;
-        let io_err = |e: io::Error| UpstreamError::Reset(e.to_string());
-        self.io.write_all(&self.wbuf).await.map_err(io_err)?;
-        if framing == Framing::Empty {
-            return Ok(());
-        }
-        let mut sent = 0u64;
-        while let Some(frame) = stream.frame().await {
-            let frame = frame.map_err(|e| UpstreamError::Reset(e.to_string()))?;
-            let Ok(data) = frame.into_data() else {
-                continue; // request trailers: not forwarded over HTTP/1.1
-            };
-            if data.is_empty() {
-                continue;
-            }
-            sent += data.len() as u64;
-            if let Framing::Length(n) = framing {
-                if sent > n {
-                    return Err(UpstreamError::Reset(
-                        "request body longer than its content-length".into(),
-                    ));
+        body: &mut UpstreamBody,
+        method: &Method,
+    ) -> Result<Option<Head>, UpstreamError> {
+        let mut written = 0; // of `wbuf`
+        let mut body_done = framing == Framing::Empty;
+        let mut sent = 0u64; // body bytes
+        std::future::poll_fn(|cx| loop {
+            // Out: what is buffered.
+            let mut write_error = None;
+            while written < self.wbuf.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        write_error = Some("upstream connection closed".to_string());
+                        break;
+                    }
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Ready(Err(e)) => {
+                        write_error = Some(e.to_string());
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
-                self.io.write_all(&data).await.map_err(io_err)?;
-            } else {
-                self.wbuf.clear();
-                chunk_header(&mut self.wbuf, data.len());
-                let mut all = (&self.wbuf[..]).chain(data).chain(&b"\r\n"[..]);
-                self.io.write_all_buf(&mut all).await.map_err(io_err)?;
             }
-        }
-        if framing == Framing::Chunked {
-            self.io.write_all(b"0\r\n\r\n").await.map_err(io_err)?;
-        }
-        Ok(())
+            let flushed = written == self.wbuf.len();
+            if flushed && body_done {
+                return Poll::Ready(Ok(None));
+            }
+            // In: a response that does not wait for the body.
+            loop {
+                if !self.rbuf.is_empty() {
+                    match parse_head(&mut self.rbuf, method)? {
+                        Parsed::Final(head) => return Poll::Ready(Ok(Some(head))),
+                        Parsed::Interim => continue,
+                        Parsed::Partial if self.rbuf.len() > MAX_HEAD_BYTES => {
+                            return Poll::Ready(Err(protocol_error("response headers too large")));
+                        }
+                        Parsed::Partial => {}
+                    }
+                }
+                match read_some(&mut self.io, &mut self.rbuf, cx) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(UpstreamError::Reset(
+                            "connection closed before the response".into(),
+                        )))
+                    }
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(UpstreamError::Reset(e.to_string())))
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if let Some(e) = write_error {
+                return Poll::Ready(Err(UpstreamError::Reset(e)));
+            }
+            if !flushed {
+                return Poll::Pending;
+            }
+            // More body.
+            self.wbuf.clear();
+            written = 0;
+            match std::task::ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // request trailers: not forwarded over HTTP/1.1
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    sent += data.len() as u64;
+                    match framing {
+                        Framing::Length(n) if sent > n => {
+                            return Poll::Ready(Err(UpstreamError::Reset(
+                                "request body longer than its content-length".into(),
+                            )));
+                        }
+                        Framing::Chunked => {
+                            chunk_header(&mut self.wbuf, data.len());
+                            self.wbuf.extend_from_slice(&data);
+                            self.wbuf.extend_from_slice(b"\r\n");
+                        }
+                        _ => self.wbuf.extend_from_slice(&data),
+                    }
+                }
+                None => {
+                    if framing == Framing::Chunked {
+                        self.wbuf.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    body_done = true;
+                }
+                Some(Err(e)) => return Poll::Ready(Err(UpstreamError::Reset(e.to_string()))),
+            }
+        })
+        .await
     }
 
     /// Read until a final response head is parsed; 1xx interim responses are skipped.

@@ -160,6 +160,10 @@ async fn observational_filters_are_skipped_visibly_and_logging_changes_level() {
         .replace(
             "          http_filters:\n",
             "          http_filters:\n          - name: istio.stats\n            typed_config:\n              \"@type\": type.googleapis.com/stats.PluginConfig\n          - name: envoy.filters.http.cors\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors }\n",
+        )
+        .replace(
+            "          route_config:\n",
+            "          access_log:\n          - name: envoy.access_loggers.file\n            typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /dev/stdout }\n          route_config:\n",
         );
     let l8 = start_in_process(&yaml).await;
     assert!(stat("layer8.filters_skipped") >= before + 2);
@@ -174,6 +178,13 @@ async fn observational_filters_are_skipped_visibly_and_logging_changes_level() {
         notes
             .iter()
             .any(|n| n.contains("'envoy.filters.http.cors'")),
+        "{notes:?}"
+    );
+    // Access logs are not written yet, and the startup notes say so.
+    assert!(
+        notes.iter().any(|n| n.contains(
+            "typed_config.access_log: 1 access log(s) not written (access logging is not implemented)"
+        )),
         "{notes:?}"
     );
     let c = Clients::new();

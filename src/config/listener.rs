@@ -76,6 +76,7 @@ pub fn translate(l: &pb::Listener, notes: &mut Notes) -> Result<ListenerConfig, 
     #[allow(deprecated)]
     let use_original_dst = l.use_original_dst.as_ref().is_some_and(|b| b.value);
     let stat_prefix = format!("listener.{}", stat_address(&address));
+    note_access_logs(l.access_log.len(), &ctx, notes);
     let mut chains = Vec::new();
     for (i, fc) in l.filter_chains.iter().enumerate() {
         chains.push(Arc::new(filter_chain(
@@ -281,6 +282,7 @@ fn filter_chain(
                 let cfg: tcp::TcpProxy = any
                     .to_msg()
                     .map_err(|e| fctx.at("typed_config").err(e.to_string()))?;
+                note_access_logs(cfg.access_log.len(), &fctx.at("typed_config"), notes);
                 terminal = Some(NetworkFilter::TcpProxy(Arc::new(tcp_proxy(
                     &cfg,
                     &fctx.at("typed_config"),
@@ -461,6 +463,16 @@ fn tcp_proxy(t: &tcp::TcpProxy, ctx: &Ctx) -> Result<TcpProxyConfig, ConfigError
     })
 }
 
+/// Access logs are read and not written yet: say so (startup log, `layer8 validate`).
+fn note_access_logs(count: usize, ctx: &Ctx, notes: &mut Notes) {
+    if count > 0 {
+        notes.skip(
+            &ctx.at("access_log"),
+            format!("{count} access log(s) not written (access logging is not implemented)"),
+        );
+    }
+}
+
 fn http_connection_manager(
     h: &hcm::HttpConnectionManager,
     ctx: &Ctx,
@@ -472,6 +484,7 @@ fn http_connection_manager(
     if h.stat_prefix.is_empty() {
         return Err(ctx.at("stat_prefix").err("must not be empty"));
     }
+    note_access_logs(h.access_log.len(), ctx, notes);
     let codec = match CodecType::try_from(h.codec_type) {
         Ok(CodecType::Auto) => Codec::Auto,
         Ok(CodecType::Http1) => Codec::Http1,

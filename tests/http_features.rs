@@ -385,3 +385,87 @@ async fn connection_idle_timeout_closes_only_idle_http1_connections() {
     assert!(idle_from.elapsed() >= Duration::from_millis(350));
     assert_eq!(stat("http.ingress.downstream_cx_idle_timeout"), before + 1);
 }
+
+/// An upstream whose response body takes `ms` milliseconds: five chunks, evenly spaced.
+async fn slow_body_upstream(ms: u64) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw_upstream(move |mut s| async move {
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        loop {
+            while let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                got.drain(..i + 4);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .await;
+                for _ in 0..5 {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms / 5)).await;
+                    let _ = s.write_all(b"1\r\nx\r\n").await;
+                }
+                let _ = s.write_all(b"0\r\n\r\n").await;
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_idle_timeout_drains_only_idle_http2_connections() {
+    use http_body_util::BodyExt;
+    use std::time::{Duration, Instant};
+    let up = slow_body_upstream(1000).await;
+    let (admin, l) = (free_port(), free_port());
+    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: idle2, timeout: 0s }";
+    let _a = start_in_process(
+        &http_bootstrap(
+            admin,
+            l,
+            &vhosts(routes),
+            &static_cluster("idle2", &[up], ""),
+            "common_http_protocol_options: { idle_timeout: 0.4s }\n          drain_timeout: 0.2s",
+        )
+        .replace("stat_prefix: ingress", "stat_prefix: idle2"),
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", l))
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let get = || {
+        http::Request::get(format!("http://127.0.0.1:{l}/"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request")
+    };
+    // A response body that streams for longer than the idle timeout keeps the connection
+    // active: a request right after it is still served on the same connection.
+    let resp = sender.send_request(get()).await.expect("first response");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"xxxxx");
+    sender
+        .ready()
+        .await
+        .expect("connection still open after a long stream");
+    let resp = sender.send_request(get()).await.expect("second response");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"xxxxx");
+    assert_eq!(stat("http.idle2.downstream_cx_idle_timeout"), 0);
+    // Then idle: GOAWAY, and the connection ends.
+    let idle_from = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("closed by the idle timeout")
+        .expect("join")
+        .expect("clean close");
+    assert!(idle_from.elapsed() >= Duration::from_millis(350));
+    assert_eq!(stat("http.idle2.downstream_cx_idle_timeout"), 1);
+}

@@ -111,6 +111,16 @@ impl IdleClock {
     }
 }
 
+/// Ends an HTTP/2 stream's activity on its connection's idle clock when dropped.
+#[derive(Debug)]
+struct StreamActive(Arc<ConnCtx>);
+
+impl Drop for StreamActive {
+    fn drop(&mut self) {
+        self.0.idle.end();
+    }
+}
+
 /// Wait until the connection's listener generation is drained.
 async fn drained(drain: &mut watch::Receiver<bool>) {
     loop {
@@ -205,7 +215,14 @@ pub async fn serve<S>(
             let h1 = req.version() != http::Version::HTTP_2;
             ctx.idle.begin();
             let mut resp = std::pin::pin!(router::handle(req, ctx.clone())).await;
-            ctx.idle.end();
+            match resp.body_mut() {
+                // An HTTP/2 stream stays active while its response body streams; an HTTP/1
+                // connection's response is always finished before it closes (graceful).
+                Either::Left(body) if !h1 && !hyper::body::Body::is_end_stream(body) => {
+                    body.hold(Box::new(StreamActive(ctx.clone())));
+                }
+                _ => ctx.idle.end(),
+            }
             if h1
                 && ctx.draining.load(Ordering::SeqCst)
                 && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
@@ -237,25 +254,34 @@ pub async fn serve<S>(
         .max_concurrent_streams(2_147_483_647);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    // HTTP/1's `idle_timeout` (HTTP/2 connections are closed by their peers or by draining).
-    let idle_timeout = hcm.idle_timeout.filter(|_| !h2);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = ctx.idle.expired(idle_timeout.unwrap_or(Duration::MAX)), if idle_timeout.is_some() => {
-            // Envoy closes an HTTP/1 connection idle for `idle_timeout`; a response still being
-            // written finishes first.
+    let idle_timeout = hcm.idle_timeout;
+    let idle = tokio::select! {
+        _ = conn.as_mut() => None,
+        _ = ctx.idle.expired(idle_timeout.unwrap_or(Duration::MAX)), if idle_timeout.is_some() => Some(true),
+        _ = drained(&mut drain) => Some(false),
+    };
+    match idle {
+        None => {}
+        // Envoy closes a connection with no request in progress for `idle_timeout`; on HTTP/1
+        // a response still being written finishes first.
+        Some(true) if !h2 => {
             hcm.stats.cx_idle_timeout.increment(1);
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(hcm.drain_timeout, conn.as_mut()).await;
         }
-        _ = drained(&mut drain) => {
-            ctx.draining.store(true, Ordering::SeqCst);
+        // The drain sequence (listener drain, or an idle HTTP/2 connection): a GOAWAY notice
+        // (HTTP/1: `Connection: close` on later responses), then after `drain_timeout` the
+        // final GOAWAY, or for HTTP/1 a close once idle.
+        Some(idle) => {
+            if idle {
+                hcm.stats.cx_idle_timeout.increment(1);
+            } else {
+                ctx.draining.store(true, Ordering::SeqCst);
+            }
             notice.request();
             tokio::select! {
                 _ = conn.as_mut() => {}
                 _ = tokio::time::sleep(hcm.drain_timeout) => {
-                    // HTTP/2: the final GOAWAY; HTTP/1.1: close now if idle, else after the
-                    // in-flight request.
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.as_mut().await;
                 }

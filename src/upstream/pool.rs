@@ -449,12 +449,12 @@ impl Sender {
             Sender::H1(c, host, max) => c.send(req, host, max).await,
             Sender::Upgrade(mut s) => {
                 let resp = s.send_request(req).await.map_err(classify)?;
-                Ok(resp.map(|b| PooledBody(Kind::Hyper(b))))
+                Ok(resp.map(|b| PooledBody(Kind::Hyper(b), None)))
             }
             Sender::H2(mut s) => {
                 s.ready().await.map_err(classify)?;
                 let resp = s.send_request(req).await.map_err(classify)?;
-                Ok(resp.map(|b| PooledBody(Kind::Hyper(b))))
+                Ok(resp.map(|b| PooledBody(Kind::Hyper(b), None)))
             }
         }
     }
@@ -464,7 +464,10 @@ impl Sender {
 /// head, or one still arriving on a pooled HTTP/1.1 connection, which goes back to the pool
 /// once the body is read to its end (a body dropped early takes its connection with it).
 #[derive(Debug)]
-pub struct PooledBody(Kind);
+pub struct PooledBody(Kind, Option<Guard>);
+
+/// Something kept alive as long as a response body (see [`PooledBody::hold`]).
+type Guard = Box<dyn std::any::Any + Send + Sync>;
 
 #[derive(Debug)]
 enum Kind {
@@ -478,15 +481,21 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl PooledBody {
     pub(super) fn empty() -> Self {
-        PooledBody(Kind::Ready(None))
+        PooledBody(Kind::Ready(None), None)
     }
 
     pub(super) fn ready(data: Bytes) -> Self {
-        PooledBody(Kind::Ready((!data.is_empty()).then_some(data)))
+        PooledBody(Kind::Ready((!data.is_empty()).then_some(data)), None)
     }
 
     pub(super) fn stream(s: http1::BodyStream) -> Self {
-        PooledBody(Kind::Stream(s))
+        PooledBody(Kind::Stream(s), None)
+    }
+
+    /// Keep `guard` until the body has been read to its end or dropped (a connection's count
+    /// of streams in progress, for its idle timeout).
+    pub fn hold(&mut self, guard: Guard) {
+        self.1 = Some(guard);
     }
 }
 
@@ -499,11 +508,15 @@ impl hyper::body::Body for PooledBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
         use std::task::Poll;
-        match &mut self.0 {
+        let r = match &mut self.0 {
             Kind::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
             Kind::Ready(d) => Poll::Ready(d.take().map(|d| Ok(hyper::body::Frame::data(d)))),
             Kind::Stream(s) => s.poll_frame(cx).map_err(Into::into),
+        };
+        if matches!(r, Poll::Ready(None)) {
+            self.1 = None;
         }
+        r
     }
 
     fn is_end_stream(&self) -> bool {

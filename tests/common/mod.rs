@@ -324,6 +324,22 @@ async fn echo(req: Request<Incoming>, name: &str, peer: SocketAddr) -> Response<
         .expect("response")
 }
 
+/// A raw TCP upstream on a free loopback port: `handle` serves each accepted connection.
+pub async fn raw_upstream<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(handle(s));
+        }
+    });
+    addr
+}
+
 /// A plain response: status, headers, body.
 #[derive(Debug)]
 pub struct Resp {

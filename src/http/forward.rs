@@ -330,8 +330,12 @@ pub(super) async fn forward(
             new_pq,
             rewritten.is_none().then_some(&parts.uri),
         );
-        let mut builder = Request::builder().method(parts.method.clone()).uri(uri);
-        if let Some(h) = builder.headers_mut() {
+        // Built in place: a `Request::builder()` chain moves its ~200-byte state per call.
+        let mut upstream_req = Request::new(body);
+        *upstream_req.method_mut() = parts.method.clone();
+        *upstream_req.uri_mut() = uri;
+        {
+            let h = upstream_req.headers_mut();
             // The last possible attempt takes the headers; earlier ones copy them for a retry.
             *h = if attempt >= max_attempts {
                 std::mem::take(&mut parts.headers)
@@ -352,17 +356,16 @@ pub(super) async fn forward(
                 }
             }
         }
-        let Ok(mut upstream_req) = builder.body(body) else {
-            break local_reply::reply(StatusCode::BAD_REQUEST, "Bad Request");
-        };
         if is_upgrade {
             *upstream_req.version_mut() = Version::HTTP_11;
         }
 
-        let per_try = retry.as_ref().and_then(|r| r.per_try_timeout);
-        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let stream_left = stream_deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let limit = [per_try, remaining, stream_left]
+        // The attempt ends at the earliest of the per-try, route and stream deadlines.
+        let per_try = retry
+            .as_ref()
+            .and_then(|r| r.per_try_timeout)
+            .map(|t| Instant::now() + t);
+        let limit = [per_try, deadline, stream_deadline]
             .into_iter()
             .flatten()
             .min();
@@ -375,7 +378,9 @@ pub(super) async fn forward(
             sender.send(upstream_req).await
         });
         let outcome = match limit {
-            Some(l) => tokio::time::timeout(l, exchange).await.map_err(|_| ()),
+            Some(l) => tokio::time::timeout_at(l.into(), exchange)
+                .await
+                .map_err(|_| ()),
             None => Ok(exchange.await),
         };
         // Whether the body can be sent again (known after the attempt: a copy may overflow).

@@ -413,34 +413,54 @@ async fn slow_body_upstream(ms: u64) -> std::net::SocketAddr {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_idle_timeout_drains_only_idle_http2_connections() {
-    use http_body_util::BodyExt;
-    use std::time::{Duration, Instant};
-    let up = slow_body_upstream(1000).await;
-    let (admin, l) = (free_port(), free_port());
-    let routes = "              - match: { prefix: \"/\" }\n                route: { cluster: idle2, timeout: 0s }";
-    let _a = start_in_process(
-        &http_bootstrap(
-            admin,
-            l,
-            &vhosts(routes),
-            &static_cluster("idle2", &[up], ""),
-            "common_http_protocol_options: { idle_timeout: 0.4s }\n          drain_timeout: 0.2s",
-        )
-        .replace("stat_prefix: ingress", "stat_prefix: idle2"),
-    )
-    .await;
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", l))
+/// An h2c connection to 127.0.0.1:`port`: its sender and its driving task.
+async fn h2_connect(
+    port: u16,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+    let (sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tcp),
     )
     .await
     .expect("h2 handshake");
-    let conn = tokio::spawn(conn);
+    (sender, tokio::spawn(conn))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_idle_timeout_drains_only_idle_http2_connections() {
+    use http_body_util::BodyExt;
+    use std::time::{Duration, Instant};
+    let up = slow_body_upstream(1000).await;
+    // An upstream that never answers.
+    let hang = raw_upstream(|s| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(s);
+    })
+    .await;
+    let (admin, l) = (free_port(), free_port());
+    let routes = "              - match: { prefix: \"/hang\" }\n                route: { cluster: hang2, timeout: 0s }\n              - match: { prefix: \"/\" }\n                route: { cluster: idle2, timeout: 0s }";
+    let _a = start_in_process(
+        &http_bootstrap(
+            admin,
+            l,
+            &vhosts(routes),
+            &format!(
+                "{}{}",
+                static_cluster("idle2", &[up], ""),
+                static_cluster("hang2", &[hang], "")
+            ),
+            "common_http_protocol_options: { idle_timeout: 0.4s }\n          drain_timeout: 0.2s",
+        )
+        .replace("stat_prefix: ingress", "stat_prefix: idle2"),
+    )
+    .await;
+    let (mut sender, conn) = h2_connect(l).await;
     let get = || {
         http::Request::get(format!("http://127.0.0.1:{l}/"))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -468,4 +488,19 @@ async fn connection_idle_timeout_drains_only_idle_http2_connections() {
         .expect("clean close");
     assert!(idle_from.elapsed() >= Duration::from_millis(350));
     assert_eq!(stat("http.idle2.downstream_cx_idle_timeout"), 1);
+
+    // A stream the client resets before any response is no longer active: the connection
+    // still times out.
+    let (mut sender, conn) = h2_connect(l).await;
+    let hung = http::Request::get(format!("http://127.0.0.1:{l}/hang"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let waiting = tokio::time::timeout(Duration::from_millis(300), sender.send_request(hung)).await;
+    assert!(waiting.is_err(), "the upstream never answers");
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("closed by the idle timeout after the reset stream")
+        .expect("join")
+        .expect("clean close");
+    assert_eq!(stat("http.idle2.downstream_cx_idle_timeout"), 2);
 }

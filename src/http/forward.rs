@@ -483,6 +483,9 @@ pub(super) async fn forward(
                 if attempt > 1 {
                     cluster.stats.rq_retry_success.increment(1);
                 }
+                if let Some(r) = &replay {
+                    r.commit();
+                }
                 let upstream_addr = target.key();
                 break finish_response(
                     resp,

@@ -216,15 +216,18 @@ pub async fn serve<S>(
         let ctx = svc_ctx.clone();
         async move {
             let h1 = req.version() != http::Version::HTTP_2;
+            // Dropped when the request ends, also when hyper drops this future (a stream reset
+            // before its response), so the idle clock never counts a dead stream as active.
             ctx.idle.begin();
+            let active = StreamActive(ctx.clone());
             let mut resp = std::pin::pin!(router::handle(req, ctx.clone())).await;
             match resp.body_mut() {
                 // An HTTP/2 stream stays active while its response body streams; an HTTP/1
                 // connection's response is always finished before it closes (graceful).
                 Either::Left(body) if !h1 && !hyper::body::Body::is_end_stream(body) => {
-                    body.hold(Box::new(StreamActive(ctx.clone())));
+                    body.hold(Box::new(active));
                 }
-                _ => ctx.idle.end(),
+                _ => drop(active),
             }
             if h1
                 && ctx.draining.load(Ordering::SeqCst)

@@ -35,6 +35,9 @@ struct State {
     /// The attempt allowed to read: an older attempt's body that is still being polled (an
     /// HTTP/2 stream hyper has not dropped yet) must not take frames or wake-ups from it.
     current: u32,
+    /// The current attempt's task while it waits for the downstream body: woken when a retry
+    /// supersedes it, so it ends (and its HTTP/2 stream is reset) instead of waiting forever.
+    waiting: Option<std::task::Waker>,
 }
 
 /// A downstream request body shared by the attempts of one request.
@@ -52,11 +55,20 @@ impl Replay {
             overflow: false,
             failed: false,
             current: 0,
+            waiting: None,
         })))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The response is on its way downstream: no retry will come, so stop keeping a copy
+    /// (a long gRPC stream would otherwise hold up to [`REPLAY_LIMIT`] until it ends).
+    pub fn commit(&self) {
+        let mut s = self.state();
+        s.overflow = true;
+        s.copy = Vec::new();
     }
 
     /// Whether another attempt can still send the whole body.
@@ -73,6 +85,9 @@ impl Replay {
             return None;
         }
         s.current += 1;
+        if let Some(w) = s.waiting.take() {
+            w.wake();
+        }
         Some(AttemptBody {
             shared: self.0.clone(),
             generation: s.current,
@@ -128,7 +143,14 @@ impl Body for AttemptBody {
             }
             return Poll::Ready(None);
         };
-        match std::task::ready!(Pin::new(rest).poll_frame(cx)) {
+        let polled = Pin::new(rest).poll_frame(cx);
+        if polled.is_pending() {
+            if !s.waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                s.waiting = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        match std::task::ready!(polled) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     s.size += data.len();

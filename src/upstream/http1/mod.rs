@@ -166,6 +166,10 @@ struct Head {
     framing: Framing,
 }
 
+fn length_mismatch() -> UpstreamError {
+    UpstreamError::Reset("request body length differs from its content-length".into())
+}
+
 fn protocol_error(what: impl std::fmt::Display) -> UpstreamError {
     UpstreamError::Reset(format!("protocol error: {what}"))
 }
@@ -279,6 +283,12 @@ impl Conn {
             Some(Ok(f)) => f.into_data().unwrap_or_default(),
             _ => Bytes::new(),
         };
+        if let Framing::Length(n) = framing {
+            if data.len() as u64 != n {
+                // Sent as is, the upstream would read the next request from the wrong byte.
+                return Err(length_mismatch());
+            }
+        }
         if framing == Framing::Empty || data.is_empty() {
             return self
                 .io
@@ -386,9 +396,7 @@ impl Conn {
                     sent += data.len() as u64;
                     match framing {
                         Framing::Length(n) if sent > n => {
-                            return Poll::Ready(Err(UpstreamError::Reset(
-                                "request body longer than its content-length".into(),
-                            )));
+                            return Poll::Ready(Err(length_mismatch()));
                         }
                         Framing::Chunked => {
                             chunk_header(&mut self.wbuf, data.len());
@@ -399,8 +407,12 @@ impl Conn {
                     }
                 }
                 None => {
-                    if framing == Framing::Chunked {
-                        self.wbuf.extend_from_slice(b"0\r\n\r\n");
+                    match framing {
+                        Framing::Chunked => self.wbuf.extend_from_slice(b"0\r\n\r\n"),
+                        Framing::Length(n) if sent != n => {
+                            return Poll::Ready(Err(length_mismatch()));
+                        }
+                        _ => {}
                     }
                     body_done = true;
                 }

@@ -129,6 +129,12 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, 
         if http10 {
             return Err(protocol_error("transfer-encoding in an HTTP/1.0 response"));
         }
+        if length.is_some() || bad_length {
+            // RFC 9112 6.3: transfer-encoding wins, the length goes, and the connection is
+            // not trusted with another message.
+            headers.remove(header::CONTENT_LENGTH);
+            keep_alive = false;
+        }
         if chunked {
             Framing::Chunked
         } else {
@@ -245,6 +251,20 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nconnection: close, x-a\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n";
         let h = head(wire, &Method::GET).ok().flatten().map(|h| h.headers);
         assert!(h.is_some_and(|h| h.contains_key(header::CONNECTION)));
+    }
+
+    #[test]
+    fn transfer_encoding_overrides_and_removes_content_length() {
+        let wire = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n";
+        let Some(h) = head(wire, &Method::GET).ok().flatten() else {
+            panic!("no head")
+        };
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+        assert!(
+            !h.keep_alive,
+            "a message with both is not trusted with the connection"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ export LAYER8_ENVOY="$ENVOY"
 export PATH="$(dirname "$ENVOY"):$PATH"
 echo "[run-all] envoy: $("$ENVOY" --version 2>/dev/null | tail -1)"
 
+# A one-shot build gains nothing from incremental state, which would double target/'s size.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=2
 

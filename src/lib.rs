@@ -5,6 +5,7 @@
 //! [`tcp`] or [`http`] (connection manager -> router) -> [`upstream`] (cluster, load balancer,
 //! connection pool). [`admin`] serves Envoy's admin API; [`server`] ties the lifecycle together.
 
+pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod config;

@@ -158,6 +158,9 @@ fn run(cli: Cli, reload: Reload) -> anyhow::Result<()> {
         }
         (p, y) => (p.clone(), y.clone()),
     };
+    if let Some(ms) = cli.file_flush_interval_msec {
+        layer8::access_log::sink::set_flush_interval(std::time::Duration::from_millis(ms));
+    }
     let mut loaded = bootstrap::load(
         path.as_deref(),
         yaml.as_deref(),
@@ -213,5 +216,6 @@ fn run(cli: Cli, reload: Reload) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    layer8::access_log::flush_all();
     Ok(())
 }

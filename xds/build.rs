@@ -28,6 +28,7 @@ const FILES: &[&str] = &[
     "envoy/extensions/filters/http/grpc_stats/v3/config.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/access_loggers/file/v3/file.proto",
+    "envoy/extensions/access_loggers/stream/v3/stream.proto",
     "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto",
     "envoy/extensions/transport_sockets/tls/v3/tls.proto",
     "envoy/extensions/request_id/uuid/v3/uuid.proto",

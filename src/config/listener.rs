@@ -282,10 +282,10 @@ fn filter_chain(
                 let cfg: tcp::TcpProxy = any
                     .to_msg()
                     .map_err(|e| fctx.at("typed_config").err(e.to_string()))?;
-                note_access_logs(cfg.access_log.len(), &fctx.at("typed_config"), notes);
                 terminal = Some(NetworkFilter::TcpProxy(Arc::new(tcp_proxy(
                     &cfg,
                     &fctx.at("typed_config"),
+                    notes,
                 )?)));
             }
             NetworkFilterKind::Runtime => {
@@ -405,7 +405,11 @@ fn runtime_filter(
     })
 }
 
-fn tcp_proxy(t: &tcp::TcpProxy, ctx: &Ctx) -> Result<TcpProxyConfig, ConfigError> {
+fn tcp_proxy(
+    t: &tcp::TcpProxy,
+    ctx: &Ctx,
+    notes: &mut Notes,
+) -> Result<TcpProxyConfig, ConfigError> {
     use tcp::tcp_proxy::ClusterSpecifier as C;
     let mut clusters = Vec::new();
     let mut total = 0u32;
@@ -444,6 +448,7 @@ fn tcp_proxy(t: &tcp::TcpProxy, ctx: &Ctx) -> Result<TcpProxyConfig, ConfigError
     }
     let p = format!("tcp.{}.", t.stat_prefix);
     Ok(TcpProxyConfig {
+        access_logs: super::access_log::translate(&t.access_log, ctx, notes)?,
         stats: TcpStats {
             cx_total: stats::counter(format!("{p}downstream_cx_total")),
             rx_bytes: stats::counter(format!("{p}downstream_cx_rx_bytes_total")),
@@ -468,7 +473,7 @@ fn note_access_logs(count: usize, ctx: &Ctx, notes: &mut Notes) {
     if count > 0 {
         notes.skip(
             &ctx.at("access_log"),
-            format!("{count} access log(s) not written (access logging is not implemented)"),
+            format!("{count} listener access log(s) not written (layer8 logs requests and tcp_proxy connections, not connections refused before a filter chain)"),
         );
     }
 }
@@ -484,7 +489,7 @@ fn http_connection_manager(
     if h.stat_prefix.is_empty() {
         return Err(ctx.at("stat_prefix").err("must not be empty"));
     }
-    note_access_logs(h.access_log.len(), ctx, notes);
+    let access_logs = super::access_log::translate(&h.access_log, ctx, notes)?;
     let codec = match CodecType::try_from(h.codec_type) {
         Ok(CodecType::Auto) => Codec::Auto,
         Ok(CodecType::Http1) => Codec::Http1,
@@ -592,6 +597,7 @@ fn http_connection_manager(
         .map(|u| u.upgrade_type.to_ascii_lowercase())
         .collect();
     Ok(HcmConfig {
+        access_logs,
         stat_prefix: h.stat_prefix.clone(),
         codec,
         routes,

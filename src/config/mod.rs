@@ -5,6 +5,7 @@
 //! recognised by type URL (falling back to filter name); security-relevant ones that layer8 does
 //! not implement reject the resource, observational ones are skipped and counted.
 
+pub mod access_log;
 pub mod authn;
 pub mod bootstrap;
 pub mod cluster;

@@ -21,6 +21,7 @@ use super::replay::Replay;
 use super::retry::{backoff, take_retry};
 use super::stream_timeout::{StreamTracker, TrackedBody};
 use super::{ConnCtx, RespBody};
+use crate::access_log::Record;
 use crate::model::cluster::Discovery;
 use crate::model::route::*;
 use crate::upstream::{pool, Cluster, Host, UpstreamBody, UpstreamError};
@@ -117,6 +118,7 @@ pub(super) async fn forward(
     route: &Route,
     fwd: &Forward,
     host: String,
+    mut log: Option<&mut Record>,
 ) -> Response<RespBody> {
     let hcm = &ctx.hcm;
     let started = Instant::now();
@@ -128,6 +130,9 @@ pub(super) async fn forward(
         hcm.stats.no_cluster.increment(1);
         return local_reply::for_flag(Flag::NoCluster, "");
     };
+    if let Some(l) = log.as_deref_mut() {
+        l.upstream_cluster = Some(cluster.name.clone());
+    }
     let downstream_h2 = req.version() == Version::HTTP_2;
     let protocol = if downstream_h2 { "HTTP/2" } else { "HTTP/1.1" };
     let hash = if fwd.hash_policy.is_empty() {
@@ -270,7 +275,12 @@ pub(super) async fn forward(
                 if let Some(t) = &tracker {
                     t.complete();
                 }
-                buffered = Some(c.to_bytes())
+                let b = c.to_bytes();
+                if let Some(l) = log.as_deref_mut() {
+                    l.bytes_received = b.len() as u64;
+                    l.request_duration = Some(l.started.elapsed());
+                }
+                buffered = Some(b)
             }
             Err(_) => return local_reply::for_flag(Flag::Reset, ""),
         }
@@ -359,6 +369,22 @@ pub(super) async fn forward(
         if is_upgrade {
             *upstream_req.version_mut() = Version::HTTP_11;
         }
+        if let Some(l) = log.as_deref_mut() {
+            if attempt == 1 {
+                let h = upstream_req.headers();
+                let authority = h
+                    .get(header::HOST)
+                    .map_or(authority.as_ref(), |v| v.to_str().unwrap_or_default());
+                l.request(&parts.method, new_pq, authority, h);
+                l.upstream_protocol = Some(match cluster.config.protocol {
+                    crate::model::cluster::UpstreamProtocol::Http2 => "HTTP/2",
+                    crate::model::cluster::UpstreamProtocol::Http1 => "HTTP/1.1",
+                    crate::model::cluster::UpstreamProtocol::UseDownstream => protocol,
+                });
+            }
+            l.attempts = attempt;
+            l.upstream_host = Some(target.key().to_string());
+        }
 
         // The attempt ends at the earliest of the per-try, route and stream deadlines.
         let per_try = retry
@@ -406,13 +432,12 @@ pub(super) async fn forward(
                 cluster.stats.rq_per_try_timeout.increment(1);
                 last = local_reply::for_flag(Flag::Timeout, "");
                 let r = retry.as_deref();
-                if retries_left
-                    && r.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset)
-                    && take_retry(cluster)
-                {
+                let retriable = r.is_some_and(|r| r.on_5xx || r.on_gateway_error || r.on_reset);
+                if retriable && retries_left && take_retry(cluster) {
                     backoff(r, attempt, deadline).await;
                     continue;
                 }
+                note_retry_limit(log.as_deref_mut(), retriable, attempt, max_attempts);
                 break last;
             }
             Ok(Err(e)) => {
@@ -437,6 +462,23 @@ pub(super) async fn forward(
                         (Flag::Reset, "connection termination", String::new())
                     }
                 };
+                if let Some(l) = log.as_deref_mut() {
+                    // Envoy's details: the reset reason and any transport failure, spaces as `_`.
+                    let mut d = format!(
+                        "upstream_reset_before_response_started{{{}",
+                        reason.replace(' ', "_")
+                    );
+                    if matches!(&e, UpstreamError::ConnectFailure(m) if m.contains("refused")) {
+                        d.push_str("|delayed_connect_error:_Connection_refused");
+                    }
+                    if !detail.is_empty() {
+                        d.push('|');
+                        d.push_str(&detail.replace(' ', "_"));
+                        l.transport_failure = Some(detail.clone());
+                    }
+                    d.push('}');
+                    l.details = Some(d.into());
+                }
                 last = local_reply::upstream_failure(flag, reason, &detail, attempt > 1);
                 let r = retry.as_deref();
                 let retriable = r.is_some_and(|r| match &e {
@@ -445,14 +487,18 @@ pub(super) async fn forward(
                     | UpstreamError::TlsUnsupported => {
                         r.on_connect_failure || r.on_5xx || r.on_gateway_error
                     }
-                    UpstreamError::Refused => r.on_refused_stream || r.on_5xx || r.on_reset,
-                    UpstreamError::Reset(_) => r.on_reset || r.on_5xx,
+                    // Envoy counts a reset as a 5xx: `5xx` and `gateway-error` retry it.
+                    UpstreamError::Refused => {
+                        r.on_refused_stream || r.on_5xx || r.on_gateway_error || r.on_reset
+                    }
+                    UpstreamError::Reset(_) => r.on_reset || r.on_5xx || r.on_gateway_error,
                     UpstreamError::Overflow => false,
                 });
                 if retriable && retries_left && take_retry(cluster) {
                     backoff(r, attempt, deadline).await;
                     continue;
                 }
+                note_retry_limit(log.as_deref_mut(), retriable, attempt, max_attempts);
                 break last;
             }
             Ok(Ok(resp)) => {
@@ -479,6 +525,7 @@ pub(super) async fn forward(
                         backoff(Some(r), attempt, deadline).await;
                         continue;
                     }
+                    note_retry_limit(log.as_deref_mut(), want, attempt, max_attempts);
                 }
                 if attempt > 1 {
                     cluster.stats.rq_retry_success.increment(1);
@@ -501,6 +548,15 @@ pub(super) async fn forward(
                     downstream_upgrade,
                 );
             }
+        }
+    }
+}
+
+/// Envoy's `URX`: the outcome called for a retry and none was left.
+fn note_retry_limit(log: Option<&mut Record>, retriable: bool, attempt: u32, max: u32) {
+    if let Some(l) = log {
+        if retriable && attempt >= max {
+            l.flags.set(crate::access_log::Flags::RETRY_LIMIT);
         }
     }
 }

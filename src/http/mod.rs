@@ -1,6 +1,7 @@
 //! `envoy.filters.network.http_connection_manager`: HTTP/1.1 and HTTP/2 (h2c prior knowledge,
 //! chosen per connection by the codec setting) on hyper, each request handed to the [`router`].
 
+pub mod access_log;
 pub mod authn;
 pub mod conn_io;
 pub mod forward;
@@ -215,12 +216,26 @@ pub async fn serve<S>(
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let ctx = svc_ctx.clone();
         async move {
-            let h1 = req.version() != http::Version::HTTP_2;
+            let version = req.version();
+            let h1 = version != http::Version::HTTP_2;
             // Dropped when the request ends, also when hyper drops this future (a stream reset
             // before its response), so the idle clock never counts a dead stream as active.
             ctx.idle.begin();
             let active = StreamActive(ctx.clone());
-            let mut resp = std::pin::pin!(router::handle(req, ctx.clone())).await;
+            let mut record = (!ctx.hcm.access_logs.is_empty()).then(|| {
+                let mut r = Box::new(crate::access_log::Record::start());
+                r.protocol = Some(match version {
+                    http::Version::HTTP_10 => "HTTP/1.0",
+                    http::Version::HTTP_2 => "HTTP/2",
+                    _ => "HTTP/1.1",
+                });
+                if ctx.info.transport == "tls" {
+                    r.scheme = "https";
+                }
+                r
+            });
+            let mut resp =
+                std::pin::pin!(router::handle(req, ctx.clone(), record.as_deref_mut())).await;
             match resp.body_mut() {
                 // An HTTP/2 stream stays active while its response body streams; an HTTP/1
                 // connection's response is always finished before it closes (graceful).
@@ -238,6 +253,10 @@ pub async fn serve<S>(
                     http::HeaderValue::from_static("close"),
                 );
             }
+            let resp = match record {
+                None => resp.map(Either::Left),
+                Some(r) => access_log::wrap(resp, r, ctx).map(Either::Right),
+            };
             Ok::<_, Infallible>(resp)
         }
     });

@@ -84,7 +84,7 @@ fn header_values<'a, B>(
 /// One `HeaderMatcher`, as Envoy 1.40 evaluates it: a missing header fails every matcher but
 /// `present_match` whatever `invert_match` says (unless `treat_missing_header_as_empty`), and a
 /// header sent several times matches when any one of its values does.
-fn evaluate(h: &HeaderMatch, values: Option<Vec<Cow<'_, str>>>) -> bool {
+pub(crate) fn evaluate(h: &HeaderMatch, values: Option<Vec<Cow<'_, str>>>) -> bool {
     let test = |v: &str| match &h.value {
         HeaderValueMatch::Present(want) => *want,
         HeaderValueMatch::String(s) => s.matches(v),

@@ -17,11 +17,17 @@ use super::path::{normalize, normalize_slashes, rebuild_uri, strip_port};
 use super::redirect::redirect;
 use super::stream_timeout::{watchdog, Expired, StreamTracker};
 use super::{ConnCtx, RespBody};
+use crate::access_log::Record;
 use crate::model::listener::{RouteSource, ServerHeader};
 use crate::model::route::*;
 
-/// Handle one downstream request.
-pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespBody> {
+/// Handle one downstream request. `log` is the request's access log record, when the
+/// connection manager has access logs: the router fills in what it learns.
+pub async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<ConnCtx>,
+    mut log: Option<&mut Record>,
+) -> Response<RespBody> {
     let hcm = &ctx.hcm;
     let stats = &hcm.stats;
     stats.rq_total.increment(1);
@@ -41,14 +47,23 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<RespB
         .1
         .filter(|_| complete)
         .and_then(|idle| std::time::Instant::now().checked_add(idle));
-    let tracker = (!complete && timers != (None, None)).then(|| StreamTracker::new(false));
+    // The tracker also counts the body's bytes for an access log.
+    let tracker =
+        (!complete && (timers != (None, None) || log.is_some())).then(|| StreamTracker::new(false));
+    if let Some(l) = log.as_deref_mut() {
+        if complete {
+            l.request_duration = Some(l.started.elapsed());
+        }
+        l.request_body = tracker.clone();
+    }
     // Futures are pinned where they are made and awaited by reference: awaiting one by value
     // can store it twice in the caller's state, and that state is moved for every request.
     let routed = std::pin::pin!(route_and_forward(
         req,
         &ctx,
         tracker.clone(),
-        stream_deadline
+        stream_deadline,
+        log,
     ));
     let mut resp = match tracker {
         None => routed.await,
@@ -150,6 +165,7 @@ pub(super) async fn route_and_forward(
     ctx: &Arc<ConnCtx>,
     tracker: Option<Arc<StreamTracker>>,
     stream_deadline: Option<std::time::Instant>,
+    mut log: Option<&mut Record>,
 ) -> Response<RespBody> {
     let hcm = &ctx.hcm;
     if req.version() == Version::HTTP_10 && !hcm.accept_http_10 {
@@ -165,6 +181,11 @@ pub(super) async fn route_and_forward(
             req.version(),
         );
     };
+    if let Some(l) = log.as_deref_mut() {
+        // As received; the forwarder replaces it with the request as forwarded.
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        l.request(req.method(), pq, &host, req.headers());
+    }
     if !valid_host(&host) {
         return closing(
             local_reply::reply(StatusCode::BAD_REQUEST, "Bad Request"),
@@ -246,6 +267,17 @@ pub(super) async fn route_and_forward(
     } else {
         "HTTP/1.1"
     };
+    if let Some(l) = log.as_deref_mut() {
+        if !route.name.is_empty() {
+            l.route_name = Some(route.name.clone());
+        }
+        if matches!(
+            route.action,
+            RouteAction::Direct { .. } | RouteAction::Redirect(_)
+        ) {
+            l.details = Some("direct_response".into());
+        }
+    }
     let mut resp = match &route.action {
         RouteAction::Direct { status, body } => {
             hcm.stats.rq_direct_response.increment(1);
@@ -274,7 +306,8 @@ pub(super) async fn route_and_forward(
                 vh,
                 route,
                 fwd,
-                host
+                host,
+                log
             ));
             let mut resp = forwarded.await;
             if resp.extensions().get::<Flag>().is_some() {

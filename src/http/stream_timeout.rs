@@ -19,6 +19,8 @@ pub struct StreamTracker {
     last: AtomicU64,
     /// The request body has been received in full.
     done: AtomicBool,
+    /// Request body bytes received (for `%BYTES_RECEIVED%`).
+    received: AtomicU64,
 }
 
 impl StreamTracker {
@@ -28,12 +30,25 @@ impl StreamTracker {
             start: Instant::now(),
             last: AtomicU64::new(0),
             done: AtomicBool::new(complete),
+            received: AtomicU64::new(0),
         })
     }
 
     fn touch(&self) {
         self.last
             .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Request body bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Milliseconds from the start to the end of the request body, once it has ended.
+    pub fn completed_after(&self) -> Option<Duration> {
+        self.done
+            .load(Ordering::Relaxed)
+            .then(|| Duration::from_millis(self.last.load(Ordering::Relaxed)))
     }
 
     /// Mark the request body as fully received.
@@ -102,6 +117,11 @@ impl Body for TrackedBody {
         let this = &mut *self;
         let r = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
         if let Some(t) = &this.tracker {
+            if let Poll::Ready(Some(Ok(f))) = &r {
+                if let Some(d) = f.data_ref() {
+                    t.received.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+            }
             match &r {
                 Poll::Ready(None) => t.complete(),
                 Poll::Ready(Some(_)) if this.inner.is_end_stream() => t.complete(),

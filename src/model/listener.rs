@@ -217,6 +217,8 @@ pub struct RuntimeFilter {
 pub struct TcpProxyConfig {
     /// `stat_prefix`.
     pub stat_prefix: String,
+    /// `access_log`: one line per connection.
+    pub access_logs: Arc<[crate::access_log::AccessLog]>,
     /// Cluster or weighted clusters: (cumulative upper bound, cluster).
     pub clusters: Vec<(u32, Arc<str>)>,
     /// Sum of weights.
@@ -269,6 +271,8 @@ pub enum RouteSource {
 pub struct HcmConfig {
     /// `stat_prefix`.
     pub stat_prefix: String,
+    /// `access_log`: one line per request (empty: no record is kept).
+    pub access_logs: Arc<[crate::access_log::AccessLog]>,
     /// Codec.
     pub codec: Codec,
     /// Routes.

@@ -6,17 +6,36 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::access_log::{Flags, Record};
 use crate::listener::ConnInfo;
 use crate::model::cluster::{Discovery, EndpointAddr};
 use crate::model::listener::TcpProxyConfig;
 use crate::server::State;
 
-/// Proxy one downstream connection.
+/// Proxy one downstream connection, and write its access log line when it ends.
 pub async fn proxy<S>(
     mut downstream: S,
     cfg: Arc<TcpProxyConfig>,
     info: ConnInfo,
     state: Arc<State>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut record = (!cfg.access_logs.is_empty()).then(|| Box::new(Record::start()));
+    relay(&mut downstream, &cfg, &info, &state, record.as_deref_mut()).await;
+    if let Some(mut r) = record {
+        r.duration = Some(r.started.elapsed());
+        crate::access_log::emit(&cfg.access_logs, &r, &info);
+    }
+}
+
+/// Pick a host, connect, and copy until either side is done.
+async fn relay<S>(
+    downstream: &mut S,
+    cfg: &TcpProxyConfig,
+    info: &ConnInfo,
+    state: &State,
+    mut log: Option<&mut Record>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -33,8 +52,14 @@ pub async fn proxy<S>(
     let Some(cluster) = snapshot.cluster(name).cloned() else {
         cfg.stats.no_route.increment(1);
         tracing::debug!(cluster = %name, "tcp_proxy: unknown cluster");
+        if let Some(l) = log {
+            l.flags.set(Flags::NO_CLUSTER);
+        }
         return;
     };
+    if let Some(l) = log.as_deref_mut() {
+        l.upstream_cluster = Some(cluster.name.clone());
+    }
     let host = if cluster.config.discovery == Discovery::OriginalDst {
         info.original_dst.map(|dst| cluster.original_dst_host(dst))
     } else {
@@ -42,8 +67,15 @@ pub async fn proxy<S>(
     };
     let Some(host) = host else {
         cluster.stats.cx_none_healthy.increment(1);
+        if let Some(l) = log {
+            l.flags.set(Flags::NO_HEALTHY_UPSTREAM);
+        }
         return;
     };
+    if let Some(l) = log.as_deref_mut() {
+        l.upstream_host = Some(host.key().to_string());
+        l.attempts = 1;
+    }
     let connect = async {
         match &host.addr {
             EndpointAddr::Ip(a) => tokio::net::TcpStream::connect(a).await.map(|s| {
@@ -60,24 +92,28 @@ pub async fn proxy<S>(
         Ok(Ok(s)) => s,
         _ => {
             cluster.stats.cx_connect_fail.increment(1);
+            if let Some(l) = log {
+                l.flags.set(Flags::CONNECT_FAILURE);
+            }
             return;
         }
     };
     cluster.stats.cx_total.increment(1);
     cluster.stats.cx_active.increment(1.0);
     cfg.stats.cx_active.increment(1.0);
-    let result = copy_with_idle(&mut downstream, &mut upstream, cfg.idle_timeout).await;
+    let (rx, tx, end) = copy_with_idle(downstream, &mut upstream, cfg.idle_timeout).await;
     cluster.stats.cx_active.decrement(1.0);
     cfg.stats.cx_active.decrement(1.0);
-    match result {
-        Ok((rx, tx)) => {
-            cfg.stats.rx_bytes.increment(rx);
-            cfg.stats.tx_bytes.increment(tx);
-            cluster.stats.cx_tx_bytes.increment(rx);
-            cluster.stats.cx_rx_bytes.increment(tx);
-        }
-        Err(IdleOrIo::Idle) => cfg.stats.idle_timeout.increment(1),
-        Err(IdleOrIo::Io) => {}
+    cfg.stats.rx_bytes.increment(rx);
+    cfg.stats.tx_bytes.increment(tx);
+    cluster.stats.cx_tx_bytes.increment(rx);
+    cluster.stats.cx_rx_bytes.increment(tx);
+    if let Some(IdleOrIo::Idle) = end {
+        cfg.stats.idle_timeout.increment(1);
+    }
+    if let Some(l) = log {
+        l.bytes_received = rx;
+        l.bytes_sent = tx;
     }
 }
 
@@ -90,20 +126,22 @@ enum IdleOrIo {
 }
 
 /// Copy both directions; an idle period longer than `idle` (no bytes either way) ends it.
+/// Returns the bytes copied from `a` and from `b`, and what cut the copy short, if anything.
 async fn copy_with_idle<A, B>(
     a: &mut A,
     b: &mut B,
     idle: Option<Duration>,
-) -> Result<(u64, u64), IdleOrIo>
+) -> (u64, u64, Option<IdleOrIo>)
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(idle) = idle else {
-        return tokio::io::copy_bidirectional(a, b)
-            .await
-            .map_err(|_| IdleOrIo::Io);
+        return match tokio::io::copy_bidirectional(a, b).await {
+            Ok((rx, tx)) => (rx, tx, None),
+            Err(_) => (0, 0, Some(IdleOrIo::Io)),
+        };
     };
     let (mut ar, mut aw) = tokio::io::split(a);
     let (mut br, mut bw) = tokio::io::split(b);
@@ -115,14 +153,14 @@ where
         tokio::select! {
             r = ar.read(&mut buf_a), if a_open => match r {
                 Ok(0) | Err(_) => { a_open = false; let _ = bw.shutdown().await; }
-                Ok(n) => { rx += n as u64; if bw.write_all(&buf_a[..n]).await.is_err() { return Err(IdleOrIo::Io); } }
+                Ok(n) => { rx += n as u64; if bw.write_all(&buf_a[..n]).await.is_err() { return (rx, tx, Some(IdleOrIo::Io)); } }
             },
             r = br.read(&mut buf_b), if b_open => match r {
                 Ok(0) | Err(_) => { b_open = false; let _ = aw.shutdown().await; }
-                Ok(n) => { tx += n as u64; if aw.write_all(&buf_b[..n]).await.is_err() { return Err(IdleOrIo::Io); } }
+                Ok(n) => { tx += n as u64; if aw.write_all(&buf_b[..n]).await.is_err() { return (rx, tx, Some(IdleOrIo::Io)); } }
             },
-            _ = tokio::time::sleep(idle) => return Err(IdleOrIo::Idle),
+            _ = tokio::time::sleep(idle) => return (rx, tx, Some(IdleOrIo::Idle)),
         }
     }
-    Ok((rx, tx))
+    (rx, tx, None)
 }

@@ -1,0 +1,414 @@
+//! Access logs: the same bootstrap served by real Envoy and by layer8, the same requests, and
+//! the same log lines (text with filters and lengths, typed JSON, tcp_proxy); Istio's own format;
+//! and bad formats rejected naming the field.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TEXT: &str = r#"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_RECEIVED% %BYTES_SENT% \"%REQ(USER-AGENT)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %ROUTE_NAME% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %RESP(X-UPSTREAM)% %REQ(X-MISSING)% %REQ(USER-AGENT):4% %%\n"#;
+
+fn bootstrap(admin: u16, listen: u16, tcp: u16, dir: &Path, up: u16, dead: u16) -> String {
+    let dir = dir.display();
+    format!(
+        r#"
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }}
+static_resources:
+  listeners:
+  - name: http
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {listen} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {dir}/text.log
+              log_format:
+                text_format_source:
+                  inline_string: "{TEXT}"
+          - name: envoy.access_loggers.file
+            filter:
+              status_code_filter:
+                comparison: {{ op: GE, value: {{ default_value: 400, runtime_key: layer8_test_unset }} }}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {dir}/json.log
+              log_format:
+                json_format:
+                  code: "%RESPONSE_CODE%"
+                  flags: "%RESPONSE_FLAGS%"
+                  method: "%REQ(:METHOD)%"
+                  path: "%REQ(:PATH)%"
+                  sent: "%BYTES_SENT%"
+                  missing: "%REQ(X-MISSING)%"
+                  mixed: "m=%REQ(:METHOD)% c=%RESPONSE_CODE%"
+                  nested: {{ cluster: "%UPSTREAM_CLUSTER%" }}
+                  literal: 7
+          - name: envoy.access_loggers.file
+            filter:
+              or_filter:
+                filters:
+                - response_flag_filter: {{ flags: ["NR"] }}
+                - header_filter: {{ header: {{ name: x-log-me, present_match: true }} }}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {dir}/picked.log
+              log_format: {{ text_format: "%RESPONSE_CODE% %REQ(:PATH)%\n" }}
+          route_config:
+            virtual_hosts:
+            - name: app
+              domains: ["app"]
+              routes:
+              - name: rewrite
+                match: {{ prefix: "/old/" }}
+                route: {{ cluster: up, prefix_rewrite: "/new/" }}
+              - name: direct
+                match: {{ prefix: "/direct" }}
+                direct_response: {{ status: 201, body: {{ inline_string: "made" }} }}
+              - name: dead
+                match: {{ prefix: "/dead" }}
+                route: {{ cluster: dead }}
+              - name: default
+                match: {{ prefix: "/" }}
+                route: {{ cluster: up }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  - name: tcp
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {tcp} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: tcp
+          cluster: up
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {dir}/tcp.log
+              log_format:
+                text_format: "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_HOST% %UPSTREAM_CLUSTER% %PROTOCOL%\n"
+  clusters:
+  - name: up
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: up
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {up} }} }} }}
+  - name: dead
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: dead
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {dead} }} }} }}
+"#
+    )
+}
+
+/// Lines of a log file once it has `n` of them (the writer flushes every 50 ms here).
+fn lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Logs {
+    text: Vec<String>,
+    json: Vec<serde_json::Value>,
+    picked: Vec<String>,
+    tcp: Vec<String>,
+}
+
+/// Serve the bootstrap with `bin`, send the corpus, and collect what it logged.
+async fn run(bin: &str, up: u16, dead: u16) -> Logs {
+    let (admin, listen, tcp) = (free_port(), free_port(), free_port());
+    let dir: PathBuf = temp_dir("access-log");
+    let yaml = bootstrap(admin, listen, tcp, &dir, up, dead);
+    let _proc = tokio::task::block_in_place(|| {
+        start_process(
+            bin,
+            &yaml,
+            "yaml",
+            admin,
+            &[
+                "--disable-hot-restart",
+                "--file-flush-interval-msec",
+                "50",
+                "--concurrency",
+                "1",
+            ],
+        )
+    });
+    let c = Clients::new();
+    let ua = [("user-agent", "l8-test")];
+    let send = |h2, method, host, path, extra: &'static [(&'static str, &'static str)], body| {
+        let c = c.clone();
+        async move {
+            let mut headers: Vec<(&str, &str)> = ua.to_vec();
+            headers.extend_from_slice(extra);
+            c.send(h2, listen, method, host, path, &headers, body).await
+        }
+    };
+    assert_eq!(
+        send(false, "GET", "app", "/hello", &[], "").await.status,
+        200
+    );
+    assert_eq!(
+        send(false, "GET", "app", "/old/x?q=1", &[], "")
+            .await
+            .status,
+        200
+    );
+    let post = send(
+        false,
+        "POST",
+        "app",
+        "/hello",
+        &[("x-log-me", "1")],
+        "0123456789",
+    )
+    .await;
+    assert_eq!(post.status, 200);
+    assert_eq!(
+        send(false, "GET", "app", "/direct", &[], "").await.status,
+        201
+    );
+    assert_eq!(
+        send(false, "GET", "nowhere", "/x", &[], "").await.status,
+        404
+    );
+    assert_eq!(
+        send(false, "GET", "app", "/dead", &[], "").await.status,
+        503
+    );
+    assert_eq!(send(true, "GET", "app", "/h2", &[], "").await.status, 200);
+    // One connection through tcp_proxy: a whole HTTP exchange, then close.
+    let raw = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp)).expect("tcp listener");
+        s.write_all(b"GET /t HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    })
+    .await
+    .expect("tcp client");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    let (text, json, picked, tcp_lines) = tokio::task::block_in_place(|| {
+        (
+            lines(&dir.join("text.log"), 7),
+            lines(&dir.join("json.log"), 2),
+            lines(&dir.join("picked.log"), 2),
+            lines(&dir.join("tcp.log"), 1),
+        )
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut text = text;
+    text.sort();
+    Logs {
+        text,
+        json: json
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect(),
+        picked,
+        tcp: tcp_lines,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_logs_match_envoy_line_for_line() {
+    let up = status_upstream("up", 200).await;
+    let dead = free_port();
+    let envoy = run(&envoy_bin(), up.addr.port(), dead).await;
+    let ours = run(layer8_bin(), up.addr.port(), dead).await;
+    let u = up.addr;
+
+    // The text log, exactly as layer8 writes it (sorted: streams end in any order).
+    let mut expected = vec![
+        format!("GET /hello HTTP/1.1 200 - via_upstream 0 5 \"l8-test\" \"app\" \"{u}\" up default 1 up - l8-t %"),
+        format!("GET /old/x?q=1 HTTP/1.1 200 - via_upstream 0 5 \"l8-test\" \"app\" \"{u}\" up rewrite 1 up - l8-t %"),
+        format!("POST /hello HTTP/1.1 200 - via_upstream 10 5 \"l8-test\" \"app\" \"{u}\" up default 1 up - l8-t %"),
+        "GET /direct HTTP/1.1 201 - direct_response 0 4 \"l8-test\" \"app\" \"-\" - direct 0 - - l8-t %".to_string(),
+        "GET /x HTTP/1.1 404 NR route_not_found 0 0 \"l8-test\" \"nowhere\" \"-\" - - 0 - - l8-t %".to_string(),
+        format!("GET /h2 HTTP/2 200 - via_upstream 0 5 \"l8-test\" \"app\" \"{u}\" up default 1 up - l8-t %"),
+    ];
+    expected.push(format!(
+        "GET /dead HTTP/1.1 503 UF upstream_reset_before_response_started{{remote_connection_failure|delayed_connect_error:_Connection_refused}} 0 98 \"l8-test\" \"app\" \"127.0.0.1:{dead}\" dead dead 1 - - l8-t %"
+    ));
+    expected.sort();
+    assert_eq!(ours.text, expected, "layer8's text log");
+    assert_eq!(envoy.text, ours.text, "Envoy and layer8 disagree");
+
+    // The JSON log: only >= 400, typed values, null for a missing header, nested objects.
+    assert_eq!(ours.json.len(), 2, "{:?}", ours.json);
+    let nr = &ours.json[0];
+    assert_eq!(
+        nr,
+        &serde_json::json!({
+            "code": 404, "flags": "NR", "method": "GET", "path": "/x", "sent": 0,
+            "missing": null, "mixed": "m=GET c=404", "nested": { "cluster": null }, "literal": 7
+        })
+    );
+    assert_eq!(ours.json[1]["code"], 503);
+    assert_eq!(ours.json[1]["nested"]["cluster"], "dead");
+    assert_eq!(
+        envoy.json, ours.json,
+        "Envoy and layer8 JSON lines disagree"
+    );
+
+    // An or_filter of a response flag and a request header.
+    assert_eq!(ours.picked, vec!["200 /hello", "404 /x"]);
+    assert_eq!(envoy.picked, ours.picked);
+
+    // tcp_proxy: no HTTP status, the bytes each way, the host and cluster.
+    assert_eq!(ours.tcp.len(), 1);
+    let f: Vec<&str> = ours.tcp[0].split(' ').collect();
+    assert_eq!(f[0..2], ["0", "-"]);
+    assert_eq!(f[2], "47", "bytes received: {}", ours.tcp[0]);
+    assert!(
+        f[3].parse::<u64>().is_ok_and(|n| n > 100),
+        "{}",
+        ours.tcp[0]
+    );
+    assert_eq!(f[4..], [u.to_string().as_str(), "up", "-"]);
+    assert_eq!(envoy.tcp, ours.tcp);
+}
+
+/// Istio's sidecar format (from the 1.9 dump) renders every field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_format_renders_every_field() {
+    let up = echo_upstream("up").await;
+    let dump =
+        std::fs::read_to_string(istio_fixtures().join("config-dumps/sidecar-istio-1.9.json"))
+            .expect("fixture");
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
+    let format = find_text_format(&dump).expect("an access log format in the 1.9 dump");
+    let (admin, listen) = (free_port(), free_port());
+    let dir = temp_dir("istio-log");
+    let path = dir.join("istio.log");
+    let yaml = http_bootstrap(
+        admin,
+        listen,
+        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - name: r1\n                match: { prefix: \"/\" }\n                route: { cluster: up }\n",
+        &static_cluster("up", &[up.addr], ""),
+        &format!(
+            "access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n              log_format: {{ text_format: {} }}",
+            path.display(),
+            serde_json::Value::String(format)
+        ),
+    );
+    let _proc = tokio::task::block_in_place(|| {
+        start_process(
+            layer8_bin(),
+            &yaml,
+            "yaml",
+            admin,
+            &["--file-flush-interval-msec", "50"],
+        )
+    });
+    let r = Clients::new()
+        .send(
+            false,
+            listen,
+            "GET",
+            "reviews:9080",
+            "/ratings",
+            &[("user-agent", "curl/8"), ("x-forwarded-for", "10.1.2.3")],
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let got = tokio::task::block_in_place(|| lines(&path, 1));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(got.len(), 1);
+    let line = &got[0];
+    // [2026-11-23T07:05:09.123Z] "GET /ratings HTTP/1.1" 200 - via_upstream - "-" 0 N T ...
+    let re = regex::Regex::new(
+        r#"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /ratings HTTP/1\.1" 200 - via_upstream - "-" 0 (\d+) (\d+) (\d+) "10\.1\.2\.3" "curl/8" "([0-9a-f-]{36})" "reviews:9080" "([0-9.:]+)" up - 127\.0\.0\.1:(\d+) 127\.0\.0\.1:(\d+) - r1$"#,
+    )
+    .expect("regex");
+    let caps = re
+        .captures(line)
+        .unwrap_or_else(|| panic!("unexpected line: {line}"));
+    assert!(caps[1].parse::<u64>().expect("bytes") > 50, "{line}");
+    assert_eq!(&caps[5], up.addr.to_string());
+    assert_eq!(caps[6].parse::<u16>().ok(), Some(listen));
+    // The x-request-id logged is the one the upstream received.
+    assert_eq!(
+        r.echo().headers.get("x-request-id").map(String::as_str),
+        Some(&caps[4])
+    );
+}
+
+fn find_text_format(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(serde_json::Value::String(f)) = m.get("text_format") {
+                return Some(f.clone());
+            }
+            m.values().find_map(find_text_format)
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(find_text_format),
+        _ => None,
+    }
+}
+
+#[test]
+fn bad_formats_are_rejected_naming_the_field() {
+    let dir = temp_dir("bad-log");
+    for (format, want) in [
+        (
+            "%NOT_AN_OPERATOR%",
+            "unknown command operator NOT_AN_OPERATOR",
+        ),
+        ("%REQ(x-a%", "invalid command at position 0"),
+        ("%REQ%", "needs a header name"),
+    ] {
+        let yaml = http_bootstrap(
+            free_port(),
+            free_port(),
+            "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: { prefix: \"/\" }\n                direct_response: { status: 200 }\n",
+            &static_cluster("none", &["127.0.0.1:9".parse().expect("addr")], ""),
+            &format!(
+                "access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n              log_format: {{ text_format: \"{format}\" }}",
+                dir.join("x.log").display()
+            ),
+        );
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, yaml).expect("write");
+        let err = validate_rejects(&path);
+        assert!(
+            err.contains("access_log[0].typed_config.log_format.text_format") && err.contains(want),
+            "{format}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

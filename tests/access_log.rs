@@ -11,7 +11,8 @@ use common::*;
 
 const TEXT: &str = r#"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_RECEIVED% %BYTES_SENT% \"%REQ(USER-AGENT)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %ROUTE_NAME% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %RESP(X-UPSTREAM)% %REQ(X-MISSING)% %REQ(USER-AGENT):4% %%\n"#;
 
-fn bootstrap(admin: u16, listen: u16, tcp: u16, dir: &Path, up: u16, dead: u16) -> String {
+fn bootstrap(admin: u16, ports: [u16; 3], dir: &Path, up: u16, dead: u16) -> String {
+    let [listen, tcp, picky] = ports;
     let dir = dir.display();
     format!(
         r#"
@@ -99,6 +100,25 @@ static_resources:
               path: {dir}/tcp.log
               log_format:
                 text_format: "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_HOST% %UPSTREAM_CLUSTER% %PROTOCOL%\n"
+  - name: picky
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {picky} }} }}
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }}
+    access_log:
+    - name: envoy.access_loggers.file
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+        path: {dir}/listener.log
+        log_format: {{ text_format: "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %UPSTREAM_CLUSTER% %DOWNSTREAM_LOCAL_ADDRESS% %RESPONSE_CODE_DETAILS%\n" }}
+    filter_chains:
+    - filter_chain_match: {{ server_names: ["only.example"] }}
+      filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: picky
+          cluster: up
   clusters:
   - name: up
     type: STATIC
@@ -138,13 +158,14 @@ struct Logs {
     json: Vec<serde_json::Value>,
     picked: Vec<String>,
     tcp: Vec<String>,
+    listener: Vec<String>,
 }
 
 /// Serve the bootstrap with `bin`, send the corpus, and collect what it logged.
 async fn run(bin: &str, up: u16, dead: u16) -> Logs {
-    let (admin, listen, tcp) = (free_port(), free_port(), free_port());
+    let (admin, listen, tcp, picky) = (free_port(), free_port(), free_port(), free_port());
     let dir: PathBuf = temp_dir("access-log");
-    let yaml = bootstrap(admin, listen, tcp, &dir, up, dead);
+    let yaml = bootstrap(admin, [listen, tcp, picky], &dir, up, dead);
     let _proc = tokio::task::block_in_place(|| {
         start_process(
             bin,
@@ -220,13 +241,25 @@ async fn run(bin: &str, up: u16, dead: u16) -> Logs {
         "{:?}",
         String::from_utf8_lossy(&raw)
     );
+    // A connection no filter chain accepts (plain text, the only chain wants an SNI).
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", picky)).expect("picky listener");
+        let _ = s.write_all(b"hello there\r\n");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        assert!(out.is_empty(), "closed without an answer");
+    })
+    .await
+    .expect("picky client");
 
-    let (text, json, picked, tcp_lines) = tokio::task::block_in_place(|| {
+    let (text, json, picked, tcp_lines, listener) = tokio::task::block_in_place(|| {
         (
             lines(&dir.join("text.log"), 7),
             lines(&dir.join("json.log"), 2),
             lines(&dir.join("picked.log"), 2),
             lines(&dir.join("tcp.log"), 1),
+            lines(&dir.join("listener.log"), 1),
         )
     });
     let _ = std::fs::remove_dir_all(&dir);
@@ -240,6 +273,10 @@ async fn run(bin: &str, up: u16, dead: u16) -> Logs {
             .collect(),
         picked,
         tcp: tcp_lines,
+        listener: listener
+            .iter()
+            .map(|l| l.replace(&picky.to_string(), "PICKY"))
+            .collect(),
     }
 }
 
@@ -300,6 +337,13 @@ async fn access_logs_match_envoy_line_for_line() {
     );
     assert_eq!(f[4..], [u.to_string().as_str(), "up", "-"]);
     assert_eq!(envoy.tcp, ours.tcp);
+
+    // The listener's own log: a connection refused before any filter chain.
+    assert_eq!(
+        ours.listener,
+        vec!["0 NR 0 - 127.0.0.1:PICKY filter_chain_not_found"]
+    );
+    assert_eq!(envoy.listener, ours.listener);
 }
 
 /// Istio's sidecar format (from the 1.9 dump) renders every field.

@@ -534,3 +534,64 @@ async fn locality_weights_and_priorities() {
     assert_eq!(stat("cluster.loc_w.membership_total"), 3);
     assert_eq!(stat("cluster.loc_w.membership_healthy"), 3);
 }
+
+/// Envoy counts an upstream reset as a 5xx: `gateway-error` (and `5xx`) retry a connection the
+/// upstream closes without answering, `retriable-status-codes` alone does not. Checked against
+/// real Envoy with the same bootstrap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_error_retries_resets_like_envoy() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    let up = raw_upstream(move |mut s| {
+        let counter = counter.clone();
+        async move {
+            // Read the request head, then hang up without a response.
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .await;
+    let policy = |on: &str| {
+        format!("{{ cluster: rst, retry_policy: {{ retry_on: \"{on}\", num_retries: 2, retriable_status_codes: [503], retry_back_off: {{ base_interval: 0.001s }} }} }}")
+    };
+    let vhosts = format!(
+        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: {{ prefix: \"/gw\" }}\n                route: {}\n              - match: {{ prefix: \"/5xx\" }}\n                route: {}\n              - match: {{ prefix: \"/codes\" }}\n                route: {}\n",
+        policy("gateway-error"),
+        policy("5xx"),
+        policy("retriable-status-codes")
+    );
+    let c = Clients::new();
+    for bin in [envoy_bin(), layer8_bin().to_string()] {
+        let (admin, listen) = (free_port(), free_port());
+        let yaml = http_bootstrap(
+            admin,
+            listen,
+            &vhosts,
+            &static_cluster("rst", &[up], ""),
+            "",
+        );
+        let _p = tokio::task::block_in_place(|| {
+            start_process(&bin, &yaml, "yaml", admin, &["--disable-hot-restart"])
+        });
+        for (path, attempts) in [("/gw", 3), ("/5xx", 3), ("/codes", 1)] {
+            let before = seen.load(Ordering::Relaxed);
+            let r = c.get(listen, "svc", path).await;
+            assert_eq!(r.status, 503, "{bin} {path}");
+            assert_eq!(
+                seen.load(Ordering::Relaxed) - before,
+                attempts,
+                "{bin} {path}: attempts"
+            );
+        }
+    }
+}

@@ -76,7 +76,7 @@ pub fn translate(l: &pb::Listener, notes: &mut Notes) -> Result<ListenerConfig, 
     #[allow(deprecated)]
     let use_original_dst = l.use_original_dst.as_ref().is_some_and(|b| b.value);
     let stat_prefix = format!("listener.{}", stat_address(&address));
-    note_access_logs(l.access_log.len(), &ctx, notes);
+    let access_logs = super::access_log::translate(&l.access_log, &ctx, notes)?;
     let mut chains = Vec::new();
     for (i, fc) in l.filter_chains.iter().enumerate() {
         chains.push(Arc::new(filter_chain(
@@ -104,6 +104,7 @@ pub fn translate(l: &pb::Listener, notes: &mut Notes) -> Result<ListenerConfig, 
         }
     }
     Ok(ListenerConfig {
+        access_logs,
         name: l.name.clone(),
         stat_prefix,
         address,
@@ -466,16 +467,6 @@ fn tcp_proxy(
             &ctx.at("idle_timeout"),
         )?,
     })
-}
-
-/// Access logs are read and not written yet: say so (startup log, `layer8 validate`).
-fn note_access_logs(count: usize, ctx: &Ctx, notes: &mut Notes) {
-    if count > 0 {
-        notes.skip(
-            &ctx.at("access_log"),
-            format!("{count} listener access log(s) not written (layer8 logs requests and tcp_proxy connections, not connections refused before a filter chain)"),
-        );
-    }
 }
 
 fn http_connection_manager(

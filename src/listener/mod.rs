@@ -103,6 +103,13 @@ pub async fn serve_tcp(
         crate::stats::counter(format!("{}.no_filter_chain_match", listener.stat_prefix))
             .increment(1);
         tracing::debug!(listener = %listener.name, peer = %info.peer, "no filter chain matched; closing");
+        if !listener.access_logs.is_empty() {
+            let mut r = crate::access_log::Record::start();
+            r.flags.set(crate::access_log::Flags::NO_ROUTE);
+            r.details = Some("filter_chain_not_found".into());
+            r.duration = Some(std::time::Duration::ZERO);
+            crate::access_log::emit(&listener.access_logs, &r, &info);
+        }
         return;
     };
     serve_chain(stream, &chain, info, state, drain).await;

@@ -51,6 +51,8 @@ pub struct ListenerConfig {
     pub stat_prefix: String,
     /// Hash of the source config; equal hashes = unchanged listener.
     pub config_hash: u64,
+    /// `access_log`: a line per connection no filter chain accepted (flag `NR`).
+    pub access_logs: Arc<[crate::access_log::AccessLog]>,
 }
 
 impl ListenerConfig {

@@ -396,7 +396,7 @@ async fn istio_format_renders_every_field() {
     let line = &got[0];
     // [2026-11-23T07:05:09.123Z] "GET /ratings HTTP/1.1" 200 - via_upstream - "-" 0 N T ...
     let re = regex::Regex::new(
-        r#"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /ratings HTTP/1\.1" 200 - via_upstream - "-" 0 (\d+) (\d+) (\d+) "10\.1\.2\.3" "curl/8" "([0-9a-f-]{36})" "reviews:9080" "([0-9.:]+)" up - 127\.0\.0\.1:(\d+) 127\.0\.0\.1:(\d+) - r1$"#,
+        r#"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /ratings HTTP/1\.1" 200 - via_upstream - "-" 0 (\d+) (\d+) (\d+) "10\.1\.2\.3" "curl/8" "([0-9a-f-]{36})" "reviews:9080" "([0-9.:]+)" up 127\.0\.0\.1:(\d+) 127\.0\.0\.1:(\d+) 127\.0\.0\.1:(\d+) - r1$"#,
     )
     .expect("regex");
     let caps = re
@@ -404,7 +404,12 @@ async fn istio_format_renders_every_field() {
         .unwrap_or_else(|| panic!("unexpected line: {line}"));
     assert!(caps[1].parse::<u64>().expect("bytes") > 50, "{line}");
     assert_eq!(&caps[5], up.addr.to_string());
-    assert_eq!(caps[6].parse::<u16>().ok(), Some(listen));
+    // The upstream connection's own port, then the listener's.
+    assert!(
+        caps[6].parse::<u16>().is_ok_and(|p| p != up.addr.port()),
+        "{line}"
+    );
+    assert_eq!(caps[7].parse::<u16>().ok(), Some(listen));
     // The x-request-id logged is the one the upstream received.
     assert_eq!(
         r.echo().headers.get("x-request-id").map(String::as_str),

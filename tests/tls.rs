@@ -192,8 +192,14 @@ async fn mutual_tls_verifies_client_certificates_and_sans() {
         p(&pki.server.1),
         p(&pki.ca_pem)
     );
-    let hcm = "          forward_client_cert_details: APPEND_FORWARD\n          set_current_client_cert_details: { subject: true, uri: true, dns: true }";
-    let _s = start_in_process(&tls_bootstrap_with(admin, port, &tls, echo.addr, hcm)).await;
+    // An access log of the peer's identity, written every 20 ms.
+    layer8::access_log::sink::set_flush_interval(std::time::Duration::from_millis(20));
+    let log = pki.dir.join("peers.log");
+    let hcm = format!(
+        "          forward_client_cert_details: APPEND_FORWARD\n          set_current_client_cert_details: {{ subject: true, uri: true, dns: true }}\n          access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n              log_format: {{ text_format: \"%DOWNSTREAM_PEER_URI_SAN% %DOWNSTREAM_PEER_FINGERPRINT_256% %REQ(:SCHEME)% %DOWNSTREAM_LOCAL_URI_SAN% %DOWNSTREAM_PEER_DNS_SAN%\\n\" }}",
+        p(&log)
+    );
+    let _s = start_in_process(&tls_bootstrap_with(admin, port, &tls, echo.addr, &hcm)).await;
     let ca = p(&pki.ca_pem);
     let with = |c: &(PathBuf, PathBuf)| {
         vec![
@@ -250,6 +256,17 @@ async fn mutual_tls_verifies_client_certificates_and_sans() {
     let (rc, code, _, _) = run(with(&good)).await;
     assert_eq!((rc, code.as_str()), (0, "200"));
     assert_eq!(stat(&format!("{prefix}.handshake")), 2);
+    // Both requests were logged with the peer's identity; refused handshakes made no request.
+    let want = format!("spiffe://cluster.local/ns/default/sa/sleep {hash} https spiffe://cluster.local/ns/default/sa/server -");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 2 || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines, format!("{want}\n{want}\n"));
     let _ = std::fs::remove_dir_all(&pki.dir);
 }
 

@@ -129,8 +129,16 @@ pub enum Operator {
     DownstreamRemotePort,
     /// `%REQUESTED_SERVER_NAME%`.
     RequestedServerName,
-    /// `%DOWNSTREAM_TLS_VERSION%`... and the peer certificate operators: known, not recorded.
+    /// `%DOWNSTREAM_PEER_URI_SAN%` (all, comma-separated).
     DownstreamPeerUriSan,
+    /// `%DOWNSTREAM_PEER_DNS_SAN%`.
+    DownstreamPeerDnsSan,
+    /// `%DOWNSTREAM_PEER_SUBJECT%`.
+    DownstreamPeerSubject,
+    /// `%DOWNSTREAM_PEER_FINGERPRINT_256%`.
+    DownstreamPeerFingerprint256,
+    /// `%DOWNSTREAM_LOCAL_URI_SAN%`.
+    DownstreamLocalUriSan,
     /// `%ROUTE_NAME%`.
     RouteName,
     /// `%HOSTNAME%`.
@@ -146,14 +154,10 @@ const KNOWN_UNAVAILABLE: &[&str] = &[
     "DOWNSTREAM_TLS_VERSION",
     "DOWNSTREAM_TLS_CIPHER",
     "DOWNSTREAM_TLS_SESSION_ID",
-    "DOWNSTREAM_PEER_SUBJECT",
     "DOWNSTREAM_PEER_ISSUER",
-    "DOWNSTREAM_PEER_FINGERPRINT_256",
     "DOWNSTREAM_PEER_FINGERPRINT_1",
     "DOWNSTREAM_PEER_SERIAL",
     "DOWNSTREAM_PEER_CERT",
-    "DOWNSTREAM_PEER_DNS_SAN",
-    "DOWNSTREAM_LOCAL_URI_SAN",
     "DOWNSTREAM_LOCAL_DNS_SAN",
     "DOWNSTREAM_LOCAL_SUBJECT",
     "UPSTREAM_PEER_SUBJECT",
@@ -333,6 +337,10 @@ fn operator(name: &str, arg: Option<&str>) -> Result<Operator, FormatError> {
         "DOWNSTREAM_REMOTE_PORT" | "DOWNSTREAM_DIRECT_REMOTE_PORT" => O::DownstreamRemotePort,
         "REQUESTED_SERVER_NAME" => O::RequestedServerName,
         "DOWNSTREAM_PEER_URI_SAN" => O::DownstreamPeerUriSan,
+        "DOWNSTREAM_PEER_DNS_SAN" => O::DownstreamPeerDnsSan,
+        "DOWNSTREAM_PEER_SUBJECT" => O::DownstreamPeerSubject,
+        "DOWNSTREAM_PEER_FINGERPRINT_256" => O::DownstreamPeerFingerprint256,
+        "DOWNSTREAM_LOCAL_URI_SAN" => O::DownstreamLocalUriSan,
         "ROUTE_NAME" => O::RouteName,
         "HOSTNAME" => O::Hostname(crate::server::hostname()),
         "ENVIRONMENT" => {
@@ -401,6 +409,11 @@ fn addr(a: Option<std::net::SocketAddr>, port: bool) -> Value {
     })
 }
 
+/// A fact of the downstream peer's certificate.
+fn peer(c: &ConnInfo, f: impl Fn(&crate::tls::PeerCert) -> String) -> Value {
+    Value::opt(c.tls.as_ref().and_then(|t| t.peer.as_deref()).map(f))
+}
+
 /// The value of one operator for one record.
 pub fn value(op: &Operator, r: &Record, c: &ConnInfo) -> Value {
     use Operator as O;
@@ -446,12 +459,11 @@ pub fn value(op: &Operator, r: &Record, c: &ConnInfo) -> Value {
         O::DownstreamRemoteAddress { port } => addr(Some(c.peer), *port),
         O::DownstreamRemotePort => Value::Number(u64::from(c.peer.port())),
         O::RequestedServerName => Value::opt(c.sni.as_deref()),
-        O::DownstreamPeerUriSan => Value::opt(
-            c.tls
-                .as_ref()
-                .and_then(|t| t.peer.as_ref())
-                .and_then(|p| p.uri_sans.first().cloned()),
-        ),
+        O::DownstreamPeerUriSan => peer(c, |p| p.uri_sans.join(",")),
+        O::DownstreamPeerDnsSan => peer(c, |p| p.dns_sans.join(",")),
+        O::DownstreamPeerSubject => peer(c, |p| p.subject.clone()),
+        O::DownstreamPeerFingerprint256 => peer(c, |p| p.sha256.clone()),
+        O::DownstreamLocalUriSan => Value::opt(c.tls.as_ref().and_then(|t| t.local_id.as_deref())),
         O::RouteName => Value::opt(r.route_name.as_deref()),
         O::Hostname(h) => Value::text(h.as_str()),
         O::Environment(v) => Value::opt(v.as_deref()),

@@ -395,20 +395,27 @@ pub(super) async fn forward(
             .into_iter()
             .flatten()
             .min();
-        let exchange = std::pin::pin!(async {
-            let sender = if is_upgrade {
-                pool::checkout_upgrade(cluster, &target).await?
-            } else {
-                pool::checkout(cluster, &target, downstream_h2).await?
-            };
-            sender.send(upstream_req).await
-        });
-        let outcome = match limit {
-            Some(l) => tokio::time::timeout_at(l.into(), exchange)
-                .await
-                .map_err(|_| ()),
-            None => Ok(exchange.await),
+        let mut local = None;
+        let outcome = {
+            let exchange = std::pin::pin!(async {
+                let sender = if is_upgrade {
+                    pool::checkout_upgrade(cluster, &target).await?
+                } else {
+                    pool::checkout(cluster, &target, downstream_h2).await?
+                };
+                local = sender.local_addr();
+                sender.send(upstream_req).await
+            });
+            match limit {
+                Some(l) => tokio::time::timeout_at(l.into(), exchange)
+                    .await
+                    .map_err(|_| ()),
+                None => Ok(exchange.await),
+            }
         };
+        if let Some(l) = log.as_deref_mut() {
+            l.upstream_local = local;
+        }
         // Whether the body can be sent again (known after the attempt: a copy may overflow).
         let intact = buffered.is_some() || replay.as_ref().is_some_and(Replay::can_replay);
         let retries_left = attempt < max_attempts && intact;

@@ -79,34 +79,45 @@ impl ListenerManager {
         let mut next: HashMap<String, Active> = HashMap::new();
         let mut failed = Vec::new();
         for cfg in listeners {
-            if let Some(old) = self.active.remove(&cfg.name) {
-                let cur = old.current.load_full();
-                if cur.config.config_hash == cfg.config_hash {
-                    next.insert(cfg.name.clone(), old);
-                    continue;
+            let old = match self.active.remove(&cfg.name) {
+                Some(old) => {
+                    let cur = old.current.load_full();
+                    if cur.config.config_hash == cfg.config_hash {
+                        next.insert(cfg.name.clone(), old);
+                        continue;
+                    }
+                    if cur.config.address == cfg.address
+                        && cur.config.bind_to_port == cfg.bind_to_port
+                    {
+                        // Same socket, new config: new connections see the new generation.
+                        old.current.store(Generation::new(cfg.clone()));
+                        cur.drain();
+                        next.insert(cfg.name.clone(), old);
+                        continue;
+                    }
+                    Some(old)
                 }
-                if cur.config.address == cfg.address && cur.config.bind_to_port == cfg.bind_to_port
-                {
-                    // Same socket, new config: new connections see the new generation.
-                    old.current.store(Generation::new(cfg.clone()));
-                    cur.drain();
-                    next.insert(cfg.name.clone(), old);
-                    continue;
-                }
-                drop(old);
-            }
+                None => None,
+            };
             let current = Arc::new(ArcSwap::new(Generation::new(cfg.clone())));
             let accept = if cfg.bind_to_port {
                 match spawn_accept(cfg, current.clone(), state.clone()).await {
                     Ok(a) => a,
                     Err(e) => {
+                        // The listener it would replace keeps serving (Envoy keeps the last
+                        // good listener when an update cannot bind).
                         failed.push(e);
+                        if let Some(o) = old {
+                            next.insert(cfg.name.clone(), o);
+                        }
                         continue;
                     }
                 }
             } else {
                 Vec::new()
             };
+            // Only now, with the new socket listening, does the old one stop and drain.
+            drop(old);
             next.insert(cfg.name.clone(), Active { current, accept });
         }
         // Whatever is left was removed: dropping it stops accepting and drains.

@@ -80,16 +80,22 @@ async fn relay<S>(
         match &host.addr {
             EndpointAddr::Ip(a) => tokio::net::TcpStream::connect(a).await.map(|s| {
                 let _ = s.set_nodelay(true);
-                Box::new(s) as Box<dyn Io>
+                let local = s.local_addr().ok();
+                (Box::new(s) as Box<dyn Io>, local)
             }),
             EndpointAddr::Unix(p) => tokio::net::UnixStream::connect(p)
                 .await
-                .map(|s| Box::new(s) as Box<dyn Io>),
+                .map(|s| (Box::new(s) as Box<dyn Io>, None)),
             EndpointAddr::Dns(h, _) => Err(std::io::Error::other(format!("unresolved {h}"))),
         }
     };
     let mut upstream = match tokio::time::timeout(cluster.config.connect_timeout, connect).await {
-        Ok(Ok(s)) => s,
+        Ok(Ok((s, local))) => {
+            if let Some(l) = log.as_deref_mut() {
+                l.upstream_local = local;
+            }
+            s
+        }
         _ => {
             cluster.stats.cx_connect_fail.increment(1);
             if let Some(l) = log {

@@ -314,6 +314,7 @@ fn classify(e: hyper::Error) -> UpstreamError {
 pub struct H2Conn {
     sender: http2::SendRequest<UpstreamBody>,
     streams: std::sync::atomic::AtomicU32,
+    local: Option<std::net::SocketAddr>,
 }
 
 /// A connection ready to take one request.
@@ -323,8 +324,23 @@ pub enum Sender {
     H1(Box<http1::Conn>, Arc<Host>, Option<u32>),
     /// HTTP/1.1 for an upgrade request, on hyper's client: never pooled.
     Upgrade(hyper::client::conn::http1::SendRequest<UpstreamBody>),
-    /// HTTP/2: a clone of the host's multiplexed connection.
-    H2(http2::SendRequest<UpstreamBody>),
+    /// HTTP/2: a clone of the host's multiplexed connection, and its local address.
+    H2(
+        http2::SendRequest<UpstreamBody>,
+        Option<std::net::SocketAddr>,
+    ),
+}
+
+impl Sender {
+    /// The local address of the connection the request will use (`None` for upgrades and
+    /// Unix sockets).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Sender::H1(c, ..) => c.local,
+            Sender::Upgrade(_) => None,
+            Sender::H2(_, local) => *local,
+        }
+    }
 }
 
 fn wants_h2(cluster: &Cluster, downstream_h2: bool) -> bool {
@@ -376,7 +392,7 @@ fn pooled(cluster: &Arc<Cluster>, host: &Arc<Host>, downstream_h2: bool) -> Opti
     let c = host.pool.slot().h2.load_full()?;
     let n = c.streams.fetch_add(1, Ordering::Relaxed) + 1;
     if !c.sender.is_closed() && max.is_none_or(|m| n <= m) {
-        return Some(Sender::H2(c.sender.clone()));
+        return Some(Sender::H2(c.sender.clone(), c.local));
     }
     None
 }
@@ -393,6 +409,7 @@ async fn open(
         return Ok(Sender::H1(http1::Conn::new(io, guard), host.clone(), max));
     }
     let (io, guard) = connect(cluster, host).await?;
+    let local = io.local_addr();
     let (s, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .handshake(TokioIo::new(io))
@@ -405,8 +422,9 @@ async fn open(
     host.pool.slot().h2.store(Some(Arc::new(H2Conn {
         sender: s.clone(),
         streams: std::sync::atomic::AtomicU32::new(1),
+        local,
     })));
-    Ok(Sender::H2(s))
+    Ok(Sender::H2(s, local))
 }
 
 /// A new HTTP/1.1 connection for an upgrade request (websocket), on hyper's client, which
@@ -451,7 +469,7 @@ impl Sender {
                 let resp = s.send_request(req).await.map_err(classify)?;
                 Ok(resp.map(|b| PooledBody(Kind::Hyper(b), None)))
             }
-            Sender::H2(mut s) => {
+            Sender::H2(mut s, _) => {
                 s.ready().await.map_err(classify)?;
                 let resp = s.send_request(req).await.map_err(classify)?;
                 Ok(resp.map(|b| PooledBody(Kind::Hyper(b), None)))

@@ -54,6 +54,14 @@ pub(super) enum Stream {
 }
 
 impl Stream {
+    /// The socket's local address (TCP only).
+    pub(super) fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::Unix(_) => None,
+        }
+    }
+
     /// Whether an idle connection still looks open. tokio clears a socket's read readiness on a
     /// short read, so a connection whose last response was read whole is "not ready" until the
     /// peer sends something: usually its FIN. Only then does this cost a `recv`.
@@ -146,6 +154,8 @@ pub struct Conn {
     /// When it last went idle.
     pub(super) idle_since: Instant,
     guard: ConnGuard,
+    /// The local address of its socket (`%UPSTREAM_LOCAL_ADDRESS%`).
+    pub(super) local: Option<std::net::SocketAddr>,
 }
 
 /// How a message body is delimited on the wire.
@@ -177,6 +187,7 @@ fn protocol_error(what: impl std::fmt::Display) -> UpstreamError {
 impl Conn {
     pub(super) fn new(io: Stream, guard: ConnGuard) -> Box<Self> {
         Box::new(Conn {
+            local: io.local_addr(),
             io,
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),

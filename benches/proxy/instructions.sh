@@ -6,7 +6,8 @@
 #   bash benches/proxy/instructions.sh            # N=5000 requests after a 2000-request warm-up
 #
 # Environment: N (requests measured), LAYER8_BIN, TOP (functions listed, default 25), KEEP (a
-# file to copy the callgrind profile to, for callgrind_annotate or kcachegrind).
+# file to copy the callgrind profile to, for callgrind_annotate or kcachegrind), ACCESS_LOG=1
+# (add Istio's sidecar access log, written to /dev/null: the cost of logging every request).
 # Needs valgrind, nginx, h2load (`apt-get install valgrind nginx-light nghttp2-client`).
 # One worker (`--concurrency 1`), 8 h2load connections, nginx upstream with a 20-byte body, the
 # bootstrap of benches/proxy/run.sh. Prints instructions per request and the functions with the
@@ -48,6 +49,28 @@ NGX
 nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/nginx.err"
 sed -e "s/\${ADMIN_PORT}/$ADMIN/g" -e "s/\${PROXY_PORT}/$PROXY/g" -e "s/\${UPSTREAM_PORT}/$UP/g" \
   "$HERE/bootstrap.yaml.tmpl" > "$WORK/bootstrap.yaml"
+if [ "${ACCESS_LOG:-0}" = 1 ]; then
+  # Istio's sidecar format (istiod 1.9 `meshConfig.accessLogFile`), inserted before route_config.
+  python3 - "$WORK/bootstrap.yaml" <<'PY'
+import sys
+p = sys.argv[1]
+fmt = ('[%START_TIME%] \\"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\\" '
+       '%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% '
+       '\\"%UPSTREAM_TRANSPORT_FAILURE_REASON%\\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% '
+       '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \\"%REQ(X-FORWARDED-FOR)%\\" \\"%REQ(USER-AGENT)%\\" '
+       '\\"%REQ(X-REQUEST-ID)%\\" \\"%REQ(:AUTHORITY)%\\" \\"%UPSTREAM_HOST%\\" %UPSTREAM_CLUSTER% '
+       '%UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% '
+       '%REQUESTED_SERVER_NAME% %ROUTE_NAME%\\n')
+log = ('          access_log:\n'
+       '          - name: envoy.access_loggers.file\n'
+       '            typed_config:\n'
+       '              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n'
+       '              path: /dev/null\n'
+       '              log_format: { text_format: "' + fmt + '" }\n')
+s = open(p).read().replace('          route_config:\n', log + '          route_config:\n', 1)
+open(p, 'w').write(s)
+PY
+fi
 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
   "$LAYER8_BIN" -c "$WORK/bootstrap.yaml" --concurrency 1 >"$WORK/layer8.log" 2>&1 &
 PIDS+=($!)

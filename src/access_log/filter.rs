@@ -54,16 +54,19 @@ impl Compare {
 /// The gRPC status of a response, as Envoy's filter reads it: `grpc-status` in trailers or
 /// headers, else mapped from the HTTP status (`Grpc::Utility::httpToGrpcStatus`), else Unknown.
 fn grpc_status(r: &Record) -> u32 {
-    let from = |h: &http::HeaderMap| {
-        h.get("grpc-status")
-            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok())
-    };
-    if let Some(s) = r
+    let parse = |v: &http::HeaderValue| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok();
+    let in_trailers = r
         .trailers
         .as_ref()
-        .and_then(from)
-        .or_else(|| from(&r.response_headers))
-    {
+        .and_then(|t| t.get("grpc-status"))
+        .and_then(parse);
+    let in_headers = || {
+        r.response_headers
+            .iter()
+            .find(|(n, _)| n == "grpc-status")
+            .and_then(|(_, v)| parse(v))
+    };
+    if let Some(s) = in_trailers.or_else(in_headers) {
         return s;
     }
     match r.status {
@@ -77,6 +80,20 @@ fn grpc_status(r: &Record) -> u32 {
 }
 
 impl Filter {
+    /// The request and response headers this filter reads.
+    pub fn headers(&self, req: &mut Vec<http::HeaderName>, resp: &mut Vec<http::HeaderName>) {
+        match self {
+            Filter::And(fs) | Filter::Or(fs) => fs.iter().for_each(|f| f.headers(req, resp)),
+            Filter::Header(h) => {
+                if let HeaderKey::Regular(n) = &h.name {
+                    req.push(n.clone());
+                }
+            }
+            Filter::GrpcStatus(..) => resp.push(http::HeaderName::from_static("grpc-status")),
+            _ => {}
+        }
+    }
+
     /// Whether a stream passes.
     pub fn allows(&self, r: &Record) -> bool {
         match self {
@@ -103,9 +120,9 @@ impl Filter {
                     HeaderKey::Regular(n) => {
                         let v: Vec<Cow<'_, str>> = r
                             .request_headers
-                            .get_all(n)
                             .iter()
-                            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                            .filter(|(k, _)| k == n)
+                            .map(|(_, v)| String::from_utf8_lossy(v.as_bytes()))
                             .collect();
                         (!v.is_empty()).then_some(v)
                     }

@@ -378,96 +378,130 @@ pub enum Value {
     Text(String),
 }
 
-impl Value {
-    fn text(s: impl Into<String>) -> Value {
-        let s = s.into();
-        if s.is_empty() {
-            Value::Missing
-        } else {
-            Value::Text(s)
+/// What an operator wrote into the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrote {
+    /// No value (`-` in text, `null` in JSON).
+    Nothing,
+    /// A number (kept a number in JSON).
+    Number,
+    /// Text.
+    Text,
+}
+
+fn num(out: &mut String, n: u64) -> Wrote {
+    out.push_str(itoa::Buffer::new().format(n));
+    Wrote::Number
+}
+
+fn text(out: &mut String, s: Option<&str>) -> Wrote {
+    match s {
+        Some(s) if !s.is_empty() => {
+            out.push_str(s);
+            Wrote::Text
         }
-    }
-
-    fn opt(s: Option<impl Into<String>>) -> Value {
-        s.map_or(Value::Missing, Value::text)
+        _ => Wrote::Nothing,
     }
 }
 
-fn ms(d: Option<std::time::Duration>) -> Value {
-    d.map_or(Value::Missing, |d| {
-        Value::Number(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    })
+fn ms(out: &mut String, d: Option<std::time::Duration>) -> Wrote {
+    match d {
+        Some(d) => num(out, u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        None => Wrote::Nothing,
+    }
 }
 
-fn addr(a: Option<std::net::SocketAddr>, port: bool) -> Value {
-    a.map_or(Value::Missing, |a| {
-        Value::Text(if port {
-            a.to_string()
-        } else {
-            a.ip().to_string()
-        })
-    })
+fn addr(out: &mut String, a: Option<std::net::SocketAddr>, port: bool) -> Wrote {
+    use std::fmt::Write as _;
+    let Some(a) = a else { return Wrote::Nothing };
+    let _ = if port {
+        write!(out, "{a}")
+    } else {
+        write!(out, "{}", a.ip())
+    };
+    Wrote::Text
 }
 
 /// A fact of the downstream peer's certificate.
-fn peer(c: &ConnInfo, f: impl Fn(&crate::tls::PeerCert) -> String) -> Value {
-    Value::opt(c.tls.as_ref().and_then(|t| t.peer.as_deref()).map(f))
+fn peer(out: &mut String, c: &ConnInfo, f: impl Fn(&crate::tls::PeerCert) -> String) -> Wrote {
+    let v = c.tls.as_ref().and_then(|t| t.peer.as_deref()).map(f);
+    text(out, v.as_deref())
 }
 
-/// The value of one operator for one record.
-pub fn value(op: &Operator, r: &Record, c: &ConnInfo) -> Value {
+/// Append the value of one operator to `out`.
+fn write(op: &Operator, r: &Record, c: &ConnInfo, out: &mut String) -> Wrote {
     use Operator as O;
     match op {
-        O::StartTime(f) => Value::Text(f.render(r.start)),
+        O::StartTime(f) => {
+            f.render_into(r.start, out);
+            Wrote::Text
+        }
         O::Header(source, main, alt) => {
-            let v = r.header(*source, main);
-            match (v, alt) {
-                (Some(v), _) => Value::text(v),
-                (None, Some(alt)) => Value::opt(r.header(*source, alt)),
-                (None, None) => Value::Missing,
+            let v = r
+                .header(*source, main)
+                .filter(|v| !v.is_empty())
+                .or_else(|| alt.as_ref().and_then(|a| r.header(*source, a)));
+            text(out, v.as_deref())
+        }
+        O::Protocol => text(out, r.protocol),
+        O::UpstreamProtocol => text(out, r.upstream_protocol),
+        O::ResponseCode => num(out, u64::from(r.status)),
+        O::ResponseFlags => {
+            if r.flags.write_short(out) {
+                Wrote::Text
+            } else {
+                Wrote::Nothing
             }
         }
-        O::Protocol => Value::opt(r.protocol),
-        O::UpstreamProtocol => Value::opt(r.upstream_protocol),
-        O::ResponseCode => Value::Number(u64::from(r.status)),
-        O::ResponseFlags => Value::text(r.flags.short()),
-        O::ResponseFlagsLong => Value::text(r.flags.long()),
-        O::ResponseCodeDetails => Value::opt(r.details.as_deref()),
-        O::ConnectionTerminationDetails => Value::Missing,
-        O::UpstreamTransportFailureReason => Value::opt(r.transport_failure.as_deref()),
-        O::BytesReceived => Value::Number(r.bytes_received),
-        O::BytesSent => Value::Number(r.bytes_sent),
-        O::Duration => ms(r.duration),
-        O::RequestDuration => ms(r.request_duration),
-        O::ResponseDuration => ms(r.response_duration),
-        O::ResponseTxDuration => ms(r
-            .duration
-            .zip(r.response_duration)
-            .map(|(d, first)| d.saturating_sub(first))),
+        O::ResponseFlagsLong => text(out, Some(&r.flags.long())),
+        O::ResponseCodeDetails => text(out, r.details.as_deref()),
+        O::ConnectionTerminationDetails => Wrote::Nothing,
+        O::UpstreamTransportFailureReason => text(out, r.transport_failure.as_deref()),
+        O::BytesReceived => num(out, r.bytes_received),
+        O::BytesSent => num(out, r.bytes_sent),
+        O::Duration => ms(out, r.duration),
+        O::RequestDuration => ms(out, r.request_duration),
+        O::ResponseDuration => ms(out, r.response_duration),
+        O::ResponseTxDuration => ms(
+            out,
+            r.duration
+                .zip(r.response_duration)
+                .map(|(d, first)| d.saturating_sub(first)),
+        ),
         O::UpstreamHost { port } => match &r.upstream_host {
             Some(h) if !*port => match h.parse::<std::net::SocketAddr>() {
-                Ok(a) => Value::Text(a.ip().to_string()),
-                Err(_) => Value::text(h.as_str()),
+                Ok(a) => addr(out, Some(a), false),
+                Err(_) => text(out, Some(h)),
             },
-            h => Value::opt(h.as_deref()),
+            h => text(out, h.as_deref()),
         },
-        O::UpstreamCluster => Value::opt(r.upstream_cluster.as_deref()),
-        O::UpstreamLocalAddress { port } => addr(r.upstream_local, *port),
-        O::UpstreamRequestAttemptCount => Value::Number(u64::from(r.attempts)),
-        O::DownstreamLocalAddress { port } => addr(Some(c.destination()), *port),
-        O::DownstreamLocalPort => Value::Number(u64::from(c.destination().port())),
-        O::DownstreamRemoteAddress { port } => addr(Some(c.peer), *port),
-        O::DownstreamRemotePort => Value::Number(u64::from(c.peer.port())),
-        O::RequestedServerName => Value::opt(c.sni.as_deref()),
-        O::DownstreamPeerUriSan => peer(c, |p| p.uri_sans.join(",")),
-        O::DownstreamPeerDnsSan => peer(c, |p| p.dns_sans.join(",")),
-        O::DownstreamPeerSubject => peer(c, |p| p.subject.clone()),
-        O::DownstreamPeerFingerprint256 => peer(c, |p| p.sha256.clone()),
-        O::DownstreamLocalUriSan => Value::opt(c.tls.as_ref().and_then(|t| t.local_id.as_deref())),
-        O::RouteName => Value::opt(r.route_name.as_deref()),
-        O::Hostname(h) => Value::text(h.as_str()),
-        O::Environment(v) => Value::opt(v.as_deref()),
-        O::Unavailable => Value::Missing,
+        O::UpstreamCluster => text(out, r.upstream_cluster.as_deref()),
+        O::UpstreamLocalAddress { port } => addr(out, r.upstream_local, *port),
+        O::UpstreamRequestAttemptCount => num(out, u64::from(r.attempts)),
+        O::DownstreamLocalAddress { port } => addr(out, Some(c.destination()), *port),
+        O::DownstreamLocalPort => num(out, u64::from(c.destination().port())),
+        O::DownstreamRemoteAddress { port } => addr(out, Some(c.peer), *port),
+        O::DownstreamRemotePort => num(out, u64::from(c.peer.port())),
+        O::RequestedServerName => text(out, c.sni.as_deref()),
+        O::DownstreamPeerUriSan => peer(out, c, |p| p.uri_sans.join(",")),
+        O::DownstreamPeerDnsSan => peer(out, c, |p| p.dns_sans.join(",")),
+        O::DownstreamPeerSubject => peer(out, c, |p| p.subject.clone()),
+        O::DownstreamPeerFingerprint256 => peer(out, c, |p| p.sha256.clone()),
+        O::DownstreamLocalUriSan => text(out, c.tls.as_ref().and_then(|t| t.local_id.as_deref())),
+        O::RouteName => text(out, r.route_name.as_deref()),
+        O::Hostname(h) => text(out, Some(h)),
+        O::Environment(v) => text(out, v.as_deref()),
+        O::Unavailable => Wrote::Nothing,
+    }
+}
+
+/// The value of one operator for one record (JSON keeps numbers numbers).
+pub fn value(op: &Operator, r: &Record, c: &ConnInfo) -> Value {
+    let mut s = String::new();
+    match write(op, r, c, &mut s) {
+        Wrote::Nothing => Value::Missing,
+        Wrote::Number => Value::Number(s.parse().unwrap_or(0)),
+        Wrote::Text => Value::Text(s),
     }
 }
 
@@ -486,17 +520,18 @@ fn truncate(s: &str, max: Option<usize>) -> &str {
 
 /// Render text pieces into `out`, `-` for missing values.
 pub fn render_text(pieces: &[Piece], r: &Record, c: &ConnInfo, out: &mut String) {
-    use std::fmt::Write;
     for p in pieces {
         match p {
             Piece::Literal(l) => out.push_str(l),
-            Piece::Op { op, max } => match value(op, r, c) {
-                Value::Missing => out.push('-'),
-                Value::Number(n) => {
-                    let _ = write!(out, "{n}");
+            Piece::Op { op, max } => {
+                let start = out.len();
+                if write(op, r, c, out) == Wrote::Nothing {
+                    out.push('-');
+                } else if max.is_some() {
+                    let keep = truncate(&out[start..], *max).len();
+                    out.truncate(start + keep);
                 }
-                Value::Text(t) => out.push_str(truncate(&t, *max)),
-            },
+            }
         }
     }
 }
@@ -545,7 +580,49 @@ fn json_fields(
     map
 }
 
+fn piece_headers(pieces: &[Piece], req: &mut Vec<HeaderName>, resp: &mut Vec<HeaderName>) {
+    for p in pieces {
+        if let Piece::Op {
+            op: Operator::Header(source, main, alt),
+            ..
+        } = p
+        {
+            for h in std::iter::once(main).chain(alt.iter()) {
+                if let HeaderRef::Named(n) = h {
+                    match source {
+                        HeaderSource::Request => req.push(n.clone()),
+                        HeaderSource::Response => resp.push(n.clone()),
+                        HeaderSource::Trailer => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn json_headers(
+    fields: &[(String, JsonValue)],
+    req: &mut Vec<HeaderName>,
+    resp: &mut Vec<HeaderName>,
+) {
+    for (_, v) in fields {
+        match v {
+            JsonValue::Template(p) => piece_headers(p, req, resp),
+            JsonValue::Object(f) => json_headers(f, req, resp),
+            JsonValue::Literal(_) => {}
+        }
+    }
+}
+
 impl Format {
+    /// The request and response headers this format reads.
+    pub fn headers(&self, req: &mut Vec<HeaderName>, resp: &mut Vec<HeaderName>) {
+        match self {
+            Format::Text(p) => piece_headers(p, req, resp),
+            Format::Json { fields, .. } => json_headers(fields, req, resp),
+        }
+    }
+
     /// One log line (text formats carry their own newline; JSON gets one).
     pub fn render(&self, r: &Record, c: &ConnInfo) -> String {
         match self {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use super::format::{HeaderRef, HeaderSource};
 
@@ -107,6 +107,19 @@ impl Flags {
         self.join(|f| f.1)
     }
 
+    /// Append the short codes to `out`; false when there is none.
+    pub fn write_short(self, out: &mut String) -> bool {
+        let mut first = true;
+        for f in FLAGS.iter().filter(|f| self.0 & f.0 != 0) {
+            if !first {
+                out.push(',');
+            }
+            out.push_str(f.1);
+            first = false;
+        }
+        !first
+    }
+
     /// `%RESPONSE_FLAGS_LONG%`.
     pub fn long(self) -> String {
         self.join(|f| f.2)
@@ -132,13 +145,13 @@ pub struct Record {
     pub authority: Option<String>,
     /// `http` or `https`.
     pub scheme: &'static str,
-    /// Request headers: as forwarded once the router has built the upstream request, as
-    /// received before.
-    pub request_headers: HeaderMap,
+    /// The request headers the logs read (every value, in order): as forwarded once the
+    /// router has built the upstream request, as received before.
+    pub request_headers: Vec<(HeaderName, HeaderValue)>,
     /// Response status (0 until one is known, as Envoy logs it).
     pub status: u16,
-    /// Response headers as sent downstream.
-    pub response_headers: HeaderMap,
+    /// The response headers the logs read, as sent downstream.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Response trailers.
     pub trailers: Option<HeaderMap>,
     /// Response flags.
@@ -183,9 +196,9 @@ impl Record {
             path: None,
             authority: None,
             scheme: "http",
-            request_headers: HeaderMap::new(),
+            request_headers: Vec::new(),
             status: 0,
-            response_headers: HeaderMap::new(),
+            response_headers: Vec::new(),
             trailers: None,
             flags: Flags::default(),
             details: None,
@@ -204,32 +217,37 @@ impl Record {
         }
     }
 
-    /// Take the request line and headers as they stand now.
-    pub fn request(&mut self, method: &Method, path: &str, authority: &str, headers: &HeaderMap) {
+    /// Take the request line and the `wanted` headers as they stand now.
+    pub fn request(
+        &mut self,
+        method: &Method,
+        path: &str,
+        authority: &str,
+        headers: &HeaderMap,
+        wanted: &[HeaderName],
+    ) {
         self.method = Some(method.clone());
         self.path = Some(path.to_string());
         self.authority = Some(authority.to_string());
-        self.request_headers = headers.clone();
+        copy(&mut self.request_headers, headers, wanted);
     }
 
-    /// Take the response status and headers as sent downstream.
-    pub fn response(&mut self, status: StatusCode, headers: &HeaderMap) {
+    /// Take the response status and the `wanted` headers as sent downstream.
+    pub fn response(&mut self, status: StatusCode, headers: &HeaderMap, wanted: &[HeaderName]) {
         self.status = status.as_u16();
-        self.response_headers = headers.clone();
+        copy(&mut self.response_headers, headers, wanted);
         self.response_duration = Some(self.started.elapsed());
     }
 
     /// A header value for `%REQ%`, `%RESP%`, `%TRAILER%`.
-    pub fn header(&self, source: HeaderSource, h: &HeaderRef) -> Option<String> {
-        let map = match source {
+    pub fn header(&self, source: HeaderSource, h: &HeaderRef) -> Option<Cow<'_, str>> {
+        let list = match source {
             HeaderSource::Request => {
                 match h {
-                    HeaderRef::Method => return self.method.as_ref().map(|m| m.to_string()),
-                    HeaderRef::Path => return self.path.clone(),
-                    HeaderRef::Authority => return self.authority.clone(),
-                    HeaderRef::Scheme => {
-                        return self.method.as_ref().map(|_| self.scheme.to_string())
-                    }
+                    HeaderRef::Method => return self.method.as_ref().map(|m| m.as_str().into()),
+                    HeaderRef::Path => return self.path.as_deref().map(Cow::Borrowed),
+                    HeaderRef::Authority => return self.authority.as_deref().map(Cow::Borrowed),
+                    HeaderRef::Scheme => return self.method.as_ref().map(|_| self.scheme.into()),
                     HeaderRef::Status => return None,
                     HeaderRef::Named(_) => {}
                 }
@@ -237,15 +255,35 @@ impl Record {
             }
             HeaderSource::Response => {
                 if let HeaderRef::Status = h {
-                    return (self.status != 0).then(|| self.status.to_string());
+                    return (self.status != 0).then(|| self.status.to_string().into());
                 }
                 &self.response_headers
             }
-            HeaderSource::Trailer => self.trailers.as_ref()?,
+            HeaderSource::Trailer => {
+                let HeaderRef::Named(n) = h else { return None };
+                return self.trailers.as_ref()?.get(n).map(text);
+            }
         };
         let HeaderRef::Named(n) = h else { return None };
-        map.get(n)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        list.iter().find(|(k, _)| k == n).map(|(_, v)| text(v))
+    }
+}
+
+/// A header value as text (invalid UTF-8 replaced).
+fn text(v: &HeaderValue) -> Cow<'_, str> {
+    match v.to_str() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()),
+    }
+}
+
+/// Copy every value of the `wanted` headers.
+fn copy(out: &mut Vec<(HeaderName, HeaderValue)>, headers: &HeaderMap, wanted: &[HeaderName]) {
+    out.clear();
+    for n in wanted {
+        for v in headers.get_all(n) {
+            out.push((n.clone(), v.clone()));
+        }
     }
 }
 

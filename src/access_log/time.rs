@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 /// A compiled time format.
 #[derive(Debug, Clone)]
-pub struct TimeFormat(Vec<Part>);
+pub struct TimeFormat(Vec<Part>, bool);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
@@ -42,7 +42,9 @@ impl TimeFormat {
     /// Compile; an empty format is Envoy's default.
     pub fn parse(f: &str) -> TimeFormat {
         if f.is_empty() {
-            return TimeFormat::parse("%Y-%m-%dT%H:%M:%E3SZ");
+            let mut d = TimeFormat::parse("%Y-%m-%dT%H:%M:%E3SZ");
+            d.1 = true;
+            return d;
         }
         let mut parts = Vec::new();
         let mut lit = String::new();
@@ -124,11 +126,49 @@ impl TimeFormat {
             parts.push(part);
         }
         flush(&mut lit, &mut parts);
-        TimeFormat(parts)
+        TimeFormat(parts, false)
     }
 
     /// Format `t` in UTC.
     pub fn render(&self, t: SystemTime) -> String {
+        let mut s = String::with_capacity(32);
+        self.render_into(t, &mut s);
+        s
+    }
+
+    /// Append `t`, formatted in UTC, to `out`. The default format keeps the text of the
+    /// current second per thread, as Envoy does, and only adds the milliseconds.
+    pub fn render_into(&self, t: SystemTime, out: &mut String) {
+        thread_local! {
+            static SECOND: std::cell::RefCell<(u64, String)> =
+                const { std::cell::RefCell::new((u64::MAX, String::new())) };
+        }
+        if self.1 {
+            let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+            let done = SECOND.try_with(|c| {
+                let mut c = c.borrow_mut();
+                if c.0 != since.as_secs() {
+                    let full = self.format(t);
+                    // `2026-11-23T07:05:09` of `2026-11-23T07:05:09.123Z`
+                    c.1 = full.get(..19).unwrap_or(&full).to_string();
+                    c.0 = since.as_secs();
+                }
+                out.push_str(&c.1);
+            });
+            if done.is_ok() {
+                let ms = since.subsec_millis();
+                out.push('.');
+                out.push(char::from(b'0' + (ms / 100) as u8));
+                out.push(char::from(b'0' + (ms / 10 % 10) as u8));
+                out.push(char::from(b'0' + (ms % 10) as u8));
+                out.push('Z');
+                return;
+            }
+        }
+        out.push_str(&self.format(t));
+    }
+
+    fn format(&self, t: SystemTime) -> String {
         let dt = OffsetDateTime::from(t);
         let mut s = String::with_capacity(32);
         for p in &self.0 {

@@ -16,7 +16,7 @@ use layer8_xds::pb::google::protobuf::Struct;
 use super::{ConfigError, Ctx, Notes};
 use crate::access_log::filter::{Compare, Filter};
 use crate::access_log::format::{self, Format, FormatError};
-use crate::access_log::{sink::Sink, AccessLog, Flags};
+use crate::access_log::{sink::Sink, AccessLog, AccessLogs, Flags};
 
 /// Compile a list of `access_log` entries. Loggers layer8 does not have (gRPC, OpenTelemetry,
 /// Wasm) are skipped with a note; a bad format or an unopenable file rejects the resource.
@@ -24,7 +24,7 @@ pub(super) fn translate(
     logs: &[pb::AccessLog],
     ctx: &Ctx,
     notes: &mut Notes,
-) -> Result<Arc<[AccessLog]>, ConfigError> {
+) -> Result<Arc<AccessLogs>, ConfigError> {
     let mut out = Vec::new();
     for (i, log) in logs.iter().enumerate() {
         let ctx = ctx.at(format!("access_log[{i}]"));
@@ -126,7 +126,7 @@ pub(super) fn translate(
             sink,
         });
     }
-    Ok(out.into())
+    Ok(Arc::new(AccessLogs::new(out)))
 }
 
 fn format_err(ctx: &Ctx, e: FormatError) -> ConfigError {

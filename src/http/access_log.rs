@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::Response;
+use http_body_util::Either;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::local_reply::Flag;
@@ -45,12 +46,30 @@ fn flag_facts(f: Flag) -> (u16, &'static str) {
     }
 }
 
+/// A record for a request starting now (kept off the hot path: only logged requests get here).
+#[cold]
+#[inline(never)]
+pub fn start(version: http::Version, ctx: &ConnCtx) -> Box<Record> {
+    let mut r = Box::new(Record::start());
+    r.protocol = Some(match version {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    });
+    if ctx.info.transport == "tls" {
+        r.scheme = "https";
+    }
+    r
+}
+
 /// Take the response into the record and wrap its body so the line is written at its end.
+#[cold]
+#[inline(never)]
 pub fn wrap(
     resp: Response<RespBody>,
     mut record: Box<Record>,
     ctx: Arc<ConnCtx>,
-) -> Response<LoggedBody> {
+) -> Response<RespBody> {
     if let Some(f) = resp.extensions().get::<Flag>() {
         let (bit, details) = flag_facts(*f);
         record.flags.set(bit);
@@ -60,12 +79,18 @@ pub fn wrap(
     } else if record.details.is_none() && record.upstream_host.is_some() {
         record.details = Some("via_upstream".into());
     }
-    record.response(resp.status(), resp.headers());
-    resp.map(|inner| LoggedBody {
-        inner,
-        record: Some(record),
-        ctx,
-        ended: false,
+    record.response(
+        resp.status(),
+        resp.headers(),
+        &ctx.hcm.access_logs.response_headers,
+    );
+    resp.map(|inner| {
+        Either::Right(Either::Right(Box::new(LoggedBody {
+            inner,
+            record: Some(record),
+            ctx,
+            ended: false,
+        })))
     })
 }
 
@@ -83,13 +108,13 @@ impl LoggedBody {
             r.bytes_received = t.received();
             r.request_duration = t.completed_after();
         }
-        crate::access_log::emit(&self.ctx.hcm.access_logs, &r, &self.ctx.info);
+        self.ctx.hcm.access_logs.emit(&r, &self.ctx.info);
     }
 }
 
 impl Body for LoggedBody {
     type Data = Bytes;
-    type Error = <RespBody as Body>::Error;
+    type Error = crate::upstream::pool::BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,

@@ -375,7 +375,13 @@ pub(super) async fn forward(
                 let authority = h
                     .get(header::HOST)
                     .map_or(authority.as_ref(), |v| v.to_str().unwrap_or_default());
-                l.request(&parts.method, new_pq, authority, h);
+                l.request(
+                    &parts.method,
+                    new_pq,
+                    authority,
+                    h,
+                    &hcm.access_logs.request_headers,
+                );
                 l.upstream_protocol = Some(match cluster.config.protocol {
                     crate::model::cluster::UpstreamProtocol::Http2 => "HTTP/2",
                     crate::model::cluster::UpstreamProtocol::Http1 => "HTTP/1.1",
@@ -395,27 +401,23 @@ pub(super) async fn forward(
             .into_iter()
             .flatten()
             .min();
-        let mut local = None;
-        let outcome = {
-            let exchange = std::pin::pin!(async {
-                let sender = if is_upgrade {
-                    pool::checkout_upgrade(cluster, &target).await?
-                } else {
-                    pool::checkout(cluster, &target, downstream_h2).await?
-                };
-                local = sender.local_addr();
-                sender.send(upstream_req).await
-            });
-            match limit {
-                Some(l) => tokio::time::timeout_at(l.into(), exchange)
-                    .await
-                    .map_err(|_| ()),
-                None => Ok(exchange.await),
-            }
-        };
-        if let Some(l) = log.as_deref_mut() {
-            l.upstream_local = local;
+        if log.is_some() {
+            upstream_req.extensions_mut().insert(pool::WantLocalAddr);
         }
+        let exchange = std::pin::pin!(async {
+            let sender = if is_upgrade {
+                pool::checkout_upgrade(cluster, &target).await?
+            } else {
+                pool::checkout(cluster, &target, downstream_h2).await?
+            };
+            sender.send(upstream_req).await
+        });
+        let outcome = match limit {
+            Some(l) => tokio::time::timeout_at(l.into(), exchange)
+                .await
+                .map_err(|_| ()),
+            None => Ok(exchange.await),
+        };
         // Whether the body can be sent again (known after the attempt: a copy may overflow).
         let intact = buffered.is_some() || replay.as_ref().is_some_and(Replay::can_replay);
         let retries_left = attempt < max_attempts && intact;
@@ -539,6 +541,12 @@ pub(super) async fn forward(
                 }
                 if let Some(r) = &replay {
                     r.commit();
+                }
+                if let Some(l) = log.as_deref_mut() {
+                    l.upstream_local = resp
+                        .extensions()
+                        .get::<pool::UpstreamLocalAddr>()
+                        .and_then(|a| a.0);
                 }
                 let upstream_addr = target.key();
                 break finish_response(

@@ -50,11 +50,12 @@ pub fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<RespBody> {
     if !body.is_empty() {
         b = b.header(http::header::CONTENT_TYPE, "text/plain");
     }
-    b.body(Either::Right(Full::new(body))).unwrap_or_else(|_| {
-        let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
-        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        r
-    })
+    b.body(Either::Right(Either::Left(Full::new(body))))
+        .unwrap_or_else(|_| {
+            let mut r = Response::new(Either::Right(Either::Left(Full::new(Bytes::new()))));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
 }
 
 /// The local reply Envoy sends for a response flag. `detail` is the transport failure reason

@@ -37,8 +37,10 @@ use crate::listener::ConnInfo;
 use crate::model::listener::{Codec, HcmConfig};
 use crate::server::State;
 
-/// Response body sent downstream: streamed from upstream, or a local reply.
-pub type RespBody = Either<crate::upstream::pool::PooledBody, Full<Bytes>>;
+/// Response body sent downstream: streamed from upstream, a local reply, or (when the connection
+/// manager has access logs) either of them wrapped to finish the request's log record.
+pub type RespBody =
+    Either<crate::upstream::pool::PooledBody, Either<Full<Bytes>, Box<access_log::LoggedBody>>>;
 
 /// Per-connection context shared by its requests.
 #[derive(Debug)]
@@ -222,18 +224,11 @@ pub async fn serve<S>(
             // before its response), so the idle clock never counts a dead stream as active.
             ctx.idle.begin();
             let active = StreamActive(ctx.clone());
-            let mut record = (!ctx.hcm.access_logs.is_empty()).then(|| {
-                let mut r = Box::new(crate::access_log::Record::start());
-                r.protocol = Some(match version {
-                    http::Version::HTTP_10 => "HTTP/1.0",
-                    http::Version::HTTP_2 => "HTTP/2",
-                    _ => "HTTP/1.1",
-                });
-                if ctx.info.transport == "tls" {
-                    r.scheme = "https";
-                }
-                r
-            });
+            let mut record = if ctx.hcm.access_logs.is_empty() {
+                None
+            } else {
+                Some(access_log::start(version, &ctx))
+            };
             let mut resp =
                 std::pin::pin!(router::handle(req, ctx.clone(), record.as_deref_mut())).await;
             match resp.body_mut() {
@@ -254,8 +249,8 @@ pub async fn serve<S>(
                 );
             }
             let resp = match record {
-                None => resp.map(Either::Left),
-                Some(r) => access_log::wrap(resp, r, ctx).map(Either::Right),
+                None => resp,
+                Some(r) => access_log::wrap(resp, r, ctx),
             };
             Ok::<_, Infallible>(resp)
         }

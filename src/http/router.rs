@@ -184,7 +184,13 @@ pub(super) async fn route_and_forward(
     if let Some(l) = log.as_deref_mut() {
         // As received; the forwarder replaces it with the request as forwarded.
         let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        l.request(req.method(), pq, &host, req.headers());
+        l.request(
+            req.method(),
+            pq,
+            &host,
+            req.headers(),
+            &hcm.access_logs.request_headers,
+        );
     }
     if !valid_host(&host) {
         return closing(

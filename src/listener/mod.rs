@@ -108,7 +108,7 @@ pub async fn serve_tcp(
             r.flags.set(crate::access_log::Flags::NO_ROUTE);
             r.details = Some("filter_chain_not_found".into());
             r.duration = Some(std::time::Duration::ZERO);
-            crate::access_log::emit(&listener.access_logs, &r, &info);
+            listener.access_logs.emit(&r, &info);
         }
         return;
     };

@@ -52,7 +52,7 @@ pub struct ListenerConfig {
     /// Hash of the source config; equal hashes = unchanged listener.
     pub config_hash: u64,
     /// `access_log`: a line per connection no filter chain accepted (flag `NR`).
-    pub access_logs: Arc<[crate::access_log::AccessLog]>,
+    pub access_logs: Arc<crate::access_log::AccessLogs>,
 }
 
 impl ListenerConfig {
@@ -220,7 +220,7 @@ pub struct TcpProxyConfig {
     /// `stat_prefix`.
     pub stat_prefix: String,
     /// `access_log`: one line per connection.
-    pub access_logs: Arc<[crate::access_log::AccessLog]>,
+    pub access_logs: Arc<crate::access_log::AccessLogs>,
     /// Cluster or weighted clusters: (cumulative upper bound, cluster).
     pub clusters: Vec<(u32, Arc<str>)>,
     /// Sum of weights.
@@ -274,7 +274,7 @@ pub struct HcmConfig {
     /// `stat_prefix`.
     pub stat_prefix: String,
     /// `access_log`: one line per request (empty: no record is kept).
-    pub access_logs: Arc<[crate::access_log::AccessLog]>,
+    pub access_logs: Arc<crate::access_log::AccessLogs>,
     /// Codec.
     pub codec: Codec,
     /// Routes.

@@ -25,7 +25,7 @@ pub async fn proxy<S>(
     relay(&mut downstream, &cfg, &info, &state, record.as_deref_mut()).await;
     if let Some(mut r) = record {
         r.duration = Some(r.started.elapsed());
-        crate::access_log::emit(&cfg.access_logs, &r, &info);
+        cfg.access_logs.emit(&r, &info);
     }
 }
 

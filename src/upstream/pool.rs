@@ -331,17 +331,15 @@ pub enum Sender {
     ),
 }
 
-impl Sender {
-    /// The local address of the connection the request will use (`None` for upgrades and
-    /// Unix sockets).
-    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        match self {
-            Sender::H1(c, ..) => c.local,
-            Sender::Upgrade(_) => None,
-            Sender::H2(_, local) => *local,
-        }
-    }
-}
+/// A request extension asking [`Sender::send`] to report the connection's local address in
+/// the response's [`UpstreamLocalAddr`] extension (set only by requests that are access-logged,
+/// so others pay nothing).
+#[derive(Debug, Clone, Copy)]
+pub struct WantLocalAddr;
+
+/// The local address of the upstream connection that carried a response.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLocalAddr(pub Option<std::net::SocketAddr>);
 
 fn wants_h2(cluster: &Cluster, downstream_h2: bool) -> bool {
     match cluster.config.protocol {
@@ -469,9 +467,13 @@ impl Sender {
                 let resp = s.send_request(req).await.map_err(classify)?;
                 Ok(resp.map(|b| PooledBody(Kind::Hyper(b), None)))
             }
-            Sender::H2(mut s, _) => {
+            Sender::H2(mut s, local) => {
+                let want_local = req.extensions().get::<WantLocalAddr>().is_some();
                 s.ready().await.map_err(classify)?;
-                let resp = s.send_request(req).await.map_err(classify)?;
+                let mut resp = s.send_request(req).await.map_err(classify)?;
+                if want_local {
+                    resp.extensions_mut().insert(UpstreamLocalAddr(local));
+                }
                 Ok(resp.map(|b| PooledBody(Kind::Hyper(b), None)))
             }
         }

@@ -243,6 +243,14 @@ impl Conn {
         let mut resp = Response::new(PooledBody::empty());
         *resp.status_mut() = head.status;
         *resp.headers_mut() = head.headers;
+        if parts
+            .extensions
+            .get::<super::pool::WantLocalAddr>()
+            .is_some()
+        {
+            resp.extensions_mut()
+                .insert(super::pool::UpstreamLocalAddr(self.local));
+        }
         let framing = head.framing;
         // The common case: the whole body arrived with the head. It goes down as one frame
         // and the connection goes back to the pool before the response is even returned.

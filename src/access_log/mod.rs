@@ -9,6 +9,7 @@
 pub mod filter;
 pub mod format;
 pub mod record;
+pub mod render;
 pub mod sink;
 pub mod time;
 

@@ -72,6 +72,9 @@ static_resources:
               - name: rewrite
                 match: {{ prefix: "/old/" }}
                 route: {{ cluster: up, prefix_rewrite: "/new/" }}
+              - name: retried
+                match: {{ prefix: "/retry" }}
+                route: {{ cluster: up, retry_policy: {{ retry_on: 5xx, num_retries: 1 }} }}
               - name: direct
                 match: {{ prefix: "/direct" }}
                 direct_response: {{ status: 201, body: {{ inline_string: "made" }} }}
@@ -211,6 +214,9 @@ async fn run(bin: &str, up: u16, dead: u16) -> Logs {
     )
     .await;
     assert_eq!(post.status, 200);
+    // A body the router buffers for a possible retry is counted too.
+    let retried = send(false, "POST", "app", "/retry", &[], "0123456789").await;
+    assert_eq!(retried.status, 200);
     assert_eq!(
         send(false, "GET", "app", "/direct", &[], "").await.status,
         201
@@ -255,7 +261,7 @@ async fn run(bin: &str, up: u16, dead: u16) -> Logs {
 
     let (text, json, picked, tcp_lines, listener) = tokio::task::block_in_place(|| {
         (
-            lines(&dir.join("text.log"), 7),
+            lines(&dir.join("text.log"), 8),
             lines(&dir.join("json.log"), 2),
             lines(&dir.join("picked.log"), 2),
             lines(&dir.join("tcp.log"), 1),
@@ -293,6 +299,7 @@ async fn access_logs_match_envoy_line_for_line() {
         format!("GET /hello HTTP/1.1 200 - via_upstream 0 5 \"l8-test\" \"app\" \"{u}\" up default 1 up - l8-t %"),
         format!("GET /old/x?q=1 HTTP/1.1 200 - via_upstream 0 5 \"l8-test\" \"app\" \"{u}\" up rewrite 1 up - l8-t %"),
         format!("POST /hello HTTP/1.1 200 - via_upstream 10 5 \"l8-test\" \"app\" \"{u}\" up default 1 up - l8-t %"),
+        format!("POST /retry HTTP/1.1 200 - via_upstream 10 5 \"l8-test\" \"app\" \"{u}\" up retried 1 up - l8-t %"),
         "GET /direct HTTP/1.1 201 - direct_response 0 4 \"l8-test\" \"app\" \"-\" - direct 0 - - l8-t %".to_string(),
         "GET /x HTTP/1.1 404 NR route_not_found 0 0 \"l8-test\" \"nowhere\" \"-\" - - 0 - - l8-t %".to_string(),
         format!("GET /h2 HTTP/2 200 - via_upstream 0 5 \"l8-test\" \"app\" \"{u}\" up default 1 up - l8-t %"),

@@ -105,8 +105,10 @@ impl LoggedBody {
         }
         r.duration = Some(r.started.elapsed());
         if let Some(t) = &r.request_body {
-            r.bytes_received = t.received();
-            r.request_duration = t.completed_after();
+            // A streamed body counts through its tracker; a buffered one (for a retry) was
+            // counted when the router collected it.
+            r.bytes_received = r.bytes_received.max(t.received());
+            r.request_duration = r.request_duration.or_else(|| t.completed_after());
         }
         self.ctx.hcm.access_logs.emit(&r, &self.ctx.info);
     }

@@ -194,7 +194,7 @@ fn watch(host: &Arc<Host>, i: usize) {
             }
         }
     }
-    tokio::spawn(async move {
+    let sweeper = async move {
         let _running = Running(i);
         loop {
             tokio::time::sleep(SWEEP_EVERY).await;
@@ -209,7 +209,38 @@ fn watch(host: &Arc<Host>, i: usize) {
                 h.pool.sweep(i);
             }
         }
-    });
+    };
+    // A worker's runtime lives as long as the process. The slot of all other threads is shared
+    // by runtimes that may end (an embedding's, or each in-process test's): its sweeper runs on
+    // a thread of its own, or it would stop with the first runtime that started it.
+    match (i == crate::workers::count()).then(background).flatten() {
+        Some(bg) => {
+            bg.spawn(sweeper);
+        }
+        None => {
+            tokio::spawn(sweeper);
+        }
+    }
+}
+
+/// A runtime on a thread of its own for the non-worker slot's sweeper.
+fn background() -> Option<&'static tokio::runtime::Handle> {
+    static BACKGROUND: std::sync::OnceLock<Option<tokio::runtime::Handle>> =
+        std::sync::OnceLock::new();
+    BACKGROUND
+        .get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let handle = rt.handle().clone();
+            std::thread::Builder::new()
+                .name("layer8-pool-sweeper".into())
+                .spawn(move || rt.block_on(std::future::pending::<()>()))
+                .ok()?;
+            Some(handle)
+        })
+        .as_ref()
 }
 
 /// Decrements the cluster's connection counters when a connection ends.

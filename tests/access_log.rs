@@ -11,7 +11,8 @@ use common::*;
 
 const TEXT: &str = r#"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_RECEIVED% %BYTES_SENT% \"%REQ(USER-AGENT)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %ROUTE_NAME% %UPSTREAM_REQUEST_ATTEMPT_COUNT% %RESP(X-UPSTREAM)% %REQ(X-MISSING)% %REQ(USER-AGENT):4% %%\n"#;
 
-fn bootstrap(admin: u16, ports: [u16; 3], dir: &Path, up: u16, dead: u16) -> String {
+fn bootstrap(admin: u16, ports: [u16; 3], dir: &Path, ups: [u16; 3]) -> String {
+    let [up, dead, bad] = ups;
     let [listen, tcp, picky] = ports;
     let dir = dir.display();
     format!(
@@ -78,6 +79,9 @@ static_resources:
               - name: direct
                 match: {{ prefix: "/direct" }}
                 direct_response: {{ status: 201, body: {{ inline_string: "made" }} }}
+              - name: fail
+                match: {{ prefix: "/fail" }}
+                route: {{ cluster: bad, retry_policy: {{ retry_on: 5xx, num_retries: 1, retry_back_off: {{ base_interval: 0.001s }} }} }}
               - name: dead
                 match: {{ prefix: "/dead" }}
                 route: {{ cluster: dead }}
@@ -131,6 +135,14 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {up} }} }} }}
+  - name: bad
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: bad
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {bad} }} }} }}
   - name: dead
     type: STATIC
     connect_timeout: 1s
@@ -165,10 +177,10 @@ struct Logs {
 }
 
 /// Serve the bootstrap with `bin`, send the corpus, and collect what it logged.
-async fn run(bin: &str, up: u16, dead: u16) -> Logs {
+async fn run(bin: &str, ups: [u16; 3]) -> Logs {
     let (admin, listen, tcp, picky) = (free_port(), free_port(), free_port(), free_port());
     let dir: PathBuf = temp_dir("access-log");
-    let yaml = bootstrap(admin, [listen, tcp, picky], &dir, up, dead);
+    let yaml = bootstrap(admin, [listen, tcp, picky], &dir, ups);
     let _proc = tokio::task::block_in_place(|| {
         start_process(
             bin,
@@ -229,6 +241,11 @@ async fn run(bin: &str, up: u16, dead: u16) -> Logs {
         send(false, "GET", "app", "/dead", &[], "").await.status,
         503
     );
+    // An upstream 503 retried once, then passed on: the retry limit was reached (URX).
+    assert_eq!(
+        send(false, "GET", "app", "/fail", &[], "").await.status,
+        503
+    );
     assert_eq!(send(true, "GET", "app", "/h2", &[], "").await.status, 200);
     // One connection through tcp_proxy: a whole HTTP exchange, then close.
     let raw = tokio::task::spawn_blocking(move || {
@@ -261,8 +278,8 @@ async fn run(bin: &str, up: u16, dead: u16) -> Logs {
 
     let (text, json, picked, tcp_lines, listener) = tokio::task::block_in_place(|| {
         (
-            lines(&dir.join("text.log"), 8),
-            lines(&dir.join("json.log"), 2),
+            lines(&dir.join("text.log"), 9),
+            lines(&dir.join("json.log"), 3),
             lines(&dir.join("picked.log"), 2),
             lines(&dir.join("tcp.log"), 1),
             lines(&dir.join("listener.log"), 1),
@@ -289,10 +306,19 @@ async fn run(bin: &str, up: u16, dead: u16) -> Logs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_logs_match_envoy_line_for_line() {
     let up = status_upstream("up", 200).await;
+    let bad = status_upstream("bad", 503).await;
     let dead = free_port();
-    let envoy = run(&envoy_bin(), up.addr.port(), dead).await;
-    let ours = run(layer8_bin(), up.addr.port(), dead).await;
+    let ups = [up.addr.port(), dead, bad.addr.port()];
+    let envoy = run(&envoy_bin(), ups).await;
+    let before = bad.hits.load(std::sync::atomic::Ordering::Relaxed);
+    let ours = run(layer8_bin(), ups).await;
+    assert_eq!(
+        bad.hits.load(std::sync::atomic::Ordering::Relaxed) - before,
+        2,
+        "one retry"
+    );
     let u = up.addr;
+    let b = bad.addr;
 
     // The text log, exactly as layer8 writes it (sorted: streams end in any order).
     let mut expected = vec![
@@ -302,6 +328,7 @@ async fn access_logs_match_envoy_line_for_line() {
         format!("POST /retry HTTP/1.1 200 - via_upstream 10 5 \"l8-test\" \"app\" \"{u}\" up retried 1 up - l8-t %"),
         "GET /direct HTTP/1.1 201 - direct_response 0 4 \"l8-test\" \"app\" \"-\" - direct 0 - - l8-t %".to_string(),
         "GET /x HTTP/1.1 404 NR route_not_found 0 0 \"l8-test\" \"nowhere\" \"-\" - - 0 - - l8-t %".to_string(),
+        format!("GET /fail HTTP/1.1 503 URX via_upstream 0 5 \"l8-test\" \"app\" \"{b}\" bad fail 2 bad - l8-t %"),
         format!("GET /h2 HTTP/2 200 - via_upstream 0 5 \"l8-test\" \"app\" \"{u}\" up default 1 up - l8-t %"),
     ];
     expected.push(format!(
@@ -312,7 +339,7 @@ async fn access_logs_match_envoy_line_for_line() {
     assert_eq!(envoy.text, ours.text, "Envoy and layer8 disagree");
 
     // The JSON log: only >= 400, typed values, null for a missing header, nested objects.
-    assert_eq!(ours.json.len(), 2, "{:?}", ours.json);
+    assert_eq!(ours.json.len(), 3, "{:?}", ours.json);
     let nr = &ours.json[0];
     assert_eq!(
         nr,
@@ -323,6 +350,7 @@ async fn access_logs_match_envoy_line_for_line() {
     );
     assert_eq!(ours.json[1]["code"], 503);
     assert_eq!(ours.json[1]["nested"]["cluster"], "dead");
+    assert_eq!(ours.json[2]["flags"], "URX");
     assert_eq!(
         envoy.json, ours.json,
         "Envoy and layer8 JSON lines disagree"
@@ -466,5 +494,21 @@ fn bad_formats_are_rejected_naming_the_field() {
             "{format}: {err}"
         );
     }
+    // A file that cannot be opened rejects the resource too, naming the path field.
+    let yaml = http_bootstrap(
+        free_port(),
+        free_port(),
+        "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: { prefix: \"/\" }\n                direct_response: { status: 200 }\n",
+        &static_cluster("none", &["127.0.0.1:9".parse().expect("addr")], ""),
+        "access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: /nonexistent-layer8-dir/x.log",
+    );
+    let path = dir.join("unopenable.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let err = validate_rejects(&path);
+    assert!(
+        err.contains("access_log[0].typed_config.path")
+            && err.contains("cannot open '/nonexistent-layer8-dir/x.log'"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -233,6 +233,85 @@ pub fn apply(ops: &HeaderOps, h: &mut HeaderMap, ctx: &FormatCtx<'_>) {
     }
 }
 
+const XFCC: http::HeaderName = names::X_FORWARDED_CLIENT_CERT;
+
+/// `x-forwarded-client-cert` as `forward_client_cert_details` says: a client can only vouch for
+/// certificates over mutual TLS, so on other connections the header is dropped (except in
+/// ALWAYS_FORWARD_ONLY mode).
+fn forward_client_cert(h: &mut http::HeaderMap, ctx: &super::ConnCtx) {
+    use crate::model::listener::XfccMode as M;
+    let mtls = ctx.info.tls.as_ref().is_some_and(|t| t.peer.is_some());
+    match ctx.hcm.xfcc.mode {
+        M::AlwaysForwardOnly => {}
+        M::ForwardOnly if mtls => {}
+        M::AppendForward if mtls => {
+            let Some(ours) = &ctx.xfcc else { return };
+            let value = match h.get(XFCC) {
+                Some(prev) if !prev.is_empty() => {
+                    let mut v = prev.as_bytes().to_vec();
+                    v.push(b',');
+                    v.extend_from_slice(ours.as_bytes());
+                    HeaderValue::from_bytes(&v).unwrap_or_else(|_| ours.clone())
+                }
+                _ => ours.clone(),
+            };
+            h.insert(XFCC, value);
+        }
+        M::SanitizeSet if mtls => match &ctx.xfcc {
+            Some(ours) => {
+                h.insert(XFCC, ours.clone());
+            }
+            None => {
+                h.remove(XFCC);
+            }
+        },
+        _ => {
+            h.remove(XFCC);
+        }
+    }
+}
+
+/// `x-forwarded-proto`, `x-forwarded-for`, `x-forwarded-client-cert`, `x-request-id` and `via`,
+/// as the connection manager's settings ask.
+pub(crate) fn add_forwarding_headers(h: &mut http::HeaderMap, ctx: &super::ConnCtx) {
+    let hcm = &ctx.hcm;
+    let proto = if ctx.info.transport == "tls" {
+        "https"
+    } else {
+        "http"
+    };
+    if hcm.use_remote_address {
+        h.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        if !hcm.skip_xff_append {
+            let peer = ctx.info.peer.ip().to_string();
+            let value = match h.get(names::X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+                Some(existing) => format!("{existing}, {peer}"),
+                None => peer,
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(names::X_FORWARDED_FOR, v);
+            }
+        }
+    } else if !h.contains_key(names::X_FORWARDED_PROTO) {
+        h.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    forward_client_cert(h, ctx);
+    let regenerate = hcm.use_remote_address && !hcm.preserve_external_request_id;
+    if hcm.generate_request_id && (regenerate || !h.contains_key(names::X_REQUEST_ID)) {
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut id);
+        if let Ok(v) = HeaderValue::from_str(id) {
+            h.insert(names::X_REQUEST_ID, v);
+        }
+    }
+    if let Some(via) = &hcm.via {
+        h.append(header::VIA, via.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

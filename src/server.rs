@@ -327,9 +327,20 @@ fn page_out_binary() {
     }
 }
 
-/// Wait for `/quitquitquit`, SIGTERM or SIGINT, then drain listeners.
+/// Wait for `/quitquitquit`, SIGTERM or SIGINT, then drain listeners. Meanwhile SIGUSR1
+/// reopens the access log files, as in Envoy.
 pub async fn wait_for_shutdown(state: &Arc<State>) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    use tokio::signal::unix::{signal, SignalKind};
+    if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+        tokio::spawn(async move {
+            while usr1.recv().await.is_some() {
+                tracing::info!("SIGUSR1: reopening access logs");
+                // File opens block: off the event loop.
+                let _ = tokio::task::spawn_blocking(crate::access_log::reopen_all).await;
+            }
+        });
+    }
+    let mut term = signal(SignalKind::terminate()).ok();
     tokio::select! {
         _ = state.quit.notified() => {}
         _ = tokio::signal::ctrl_c() => {}

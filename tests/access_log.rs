@@ -512,3 +512,88 @@ fn bad_formats_are_rejected_naming_the_field() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGUSR1 reopens access log files, as Envoy does for log rotation: after the file is renamed
+/// and the signal sent, later lines go to a new file at the configured path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_log_files_like_envoy() {
+    let up = status_upstream("up", 200).await;
+    for bin in [envoy_bin(), layer8_bin().to_string()] {
+        let (admin, listen) = (free_port(), free_port());
+        let dir = temp_dir("rotate");
+        let path = dir.join("access.log");
+        let rotated = dir.join("access.log.1");
+        let yaml = http_bootstrap(
+            admin,
+            listen,
+            "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: { prefix: \"/\" }\n                route: { cluster: up }\n",
+            &static_cluster("up", &[up.addr], ""),
+            &format!(
+                "access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: {}\n              log_format: {{ text_format: \"%REQ(:PATH)%\\n\" }}",
+                path.display()
+            ),
+        );
+        let proc = tokio::task::block_in_place(|| {
+            start_process(
+                &bin,
+                &yaml,
+                "yaml",
+                admin,
+                &["--disable-hot-restart", "--file-flush-interval-msec", "50"],
+            )
+        });
+        let c = Clients::new();
+        let get = |path: String| {
+            let c = c.clone();
+            async move {
+                c.send(false, listen, "GET", "app", &path, &[], "")
+                    .await
+                    .status
+            }
+        };
+        assert_eq!(get("/one".into()).await, 200, "{bin}");
+        assert_eq!(tokio::task::block_in_place(|| lines(&path, 1)), ["/one"]);
+        std::fs::rename(&path, &rotated).expect("rotate");
+        let pid = i32::try_from(proc.child.id()).expect("pid");
+        // SAFETY: a signal to the child this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+        // Until a line reaches the new file: the signal is handled asynchronously, so the
+        // first requests after it may still land in the rotated one.
+        let mut sent = 0;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !path.exists()
+            || std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .is_empty()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{bin}: no new file after SIGUSR1"
+            );
+            sent += 1;
+            assert_eq!(get(format!("/two-{sent}")).await, 200, "{bin}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Every request is logged once, in one file or the other (the last lines may still be
+        // on their way to the file).
+        let read = |p: &Path| -> Vec<String> {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            text.lines().map(str::to_string).collect()
+        };
+        let (mut old, mut new) = (read(&rotated), read(&path));
+        while old.len() + new.len() < 1 + sent && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            (old, new) = (read(&rotated), read(&path));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            old.first().map(String::as_str),
+            Some("/one"),
+            "{bin}: {old:?}"
+        );
+        assert!(!new.is_empty(), "{bin}");
+        assert!(new.iter().all(|l| l.starts_with("/two-")), "{bin}: {new:?}");
+        assert_eq!(old.len() + new.len(), 1 + sent, "{bin}: {old:?} {new:?}");
+        drop(proc);
+    }
+}

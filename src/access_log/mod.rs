@@ -89,4 +89,4 @@ impl AccessLogs {
     }
 }
 
-pub use sink::flush_all;
+pub use sink::{flush_all, reopen_all};

@@ -1,7 +1,8 @@
 //! Access log files. A worker pushes its line onto the file's lock-free queue; a writer thread
 //! per file writes the queue out every `--file-flush-interval-msec` (Envoy's default: 10 s), or
 //! as soon as 64 KiB are waiting, and once more at exit. One sink per path, shared by every
-//! logger and config generation that names it.
+//! logger and config generation that names it. SIGUSR1 reopens every file (log rotation), as
+//! it does in Envoy.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -84,6 +85,22 @@ impl Sink {
         }
     }
 
+    /// Write out what is queued, then open the path again: after a rotation renamed the file,
+    /// later lines go to a new file at the path.
+    pub fn reopen(&self) {
+        self.flush();
+        match OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.path)
+        {
+            Ok(f) => *self.file.lock().unwrap_or_else(|e| e.into_inner()) = f,
+            Err(e) => {
+                tracing::warn!(path = %self.path, error = %e, "access log not reopened");
+            }
+        }
+    }
+
     /// Write out whatever is queued.
     pub fn flush(&self) {
         let mut buf = Vec::new();
@@ -120,16 +137,29 @@ fn writer(sink: Weak<Sink>) {
     }
 }
 
-/// Write out every sink's queue (at exit).
-pub fn flush_all() {
-    let Some(sinks) = SINKS.get() else { return };
-    let live: Vec<Arc<Sink>> = sinks
+/// Every sink still in use.
+fn live() -> Vec<Arc<Sink>> {
+    let Some(sinks) = SINKS.get() else {
+        return Vec::new();
+    };
+    sinks
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .values()
         .filter_map(Weak::upgrade)
-        .collect();
-    for s in live {
+        .collect()
+}
+
+/// Write out every sink's queue (at exit).
+pub fn flush_all() {
+    for s in live() {
         s.flush();
+    }
+}
+
+/// Reopen every access log file (SIGUSR1).
+pub fn reopen_all() {
+    for s in live() {
+        s.reopen();
     }
 }

@@ -107,10 +107,43 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// What a request asks of a protocol upgrade (`Connection: upgrade` with `Upgrade`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Upgrade {
+    /// None asked.
+    No,
+    /// One of the connection manager's `upgrade_configs` allows.
+    Allowed,
+    /// One that no `upgrade_configs` entry allows: refused with 403 once routed, as Envoy does.
+    Refused,
+}
+
+impl Upgrade {
+    /// Read from the request headers as received.
+    pub(super) fn of(h: &http::HeaderMap, hcm: &crate::model::listener::HcmConfig) -> Upgrade {
+        if !headers::has(h, &header::UPGRADE) {
+            return Upgrade::No;
+        }
+        let Some(wanted) = h.get(header::UPGRADE).filter(|_| {
+            h.get(header::CONNECTION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"))
+        }) else {
+            return Upgrade::No;
+        };
+        let wanted = wanted.to_str().unwrap_or("");
+        if hcm.upgrades.iter().any(|u| wanted.eq_ignore_ascii_case(u)) {
+            Upgrade::Allowed
+        } else {
+            Upgrade::Refused
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn forward(
     req: Request<Incoming>,
-    (tracker, stream_deadline): (Option<Arc<StreamTracker>>, Option<Instant>),
+    (tracker, stream_deadline, upgrade): (Option<Arc<StreamTracker>>, Option<Instant>, Upgrade),
     ctx: &Arc<ConnCtx>,
     snapshot: &crate::model::Snapshot,
     table: &RouteTable,
@@ -164,36 +197,22 @@ pub(super) async fn forward(
     ]) || weighted
         .is_some_and(|w| headers::reads_request_headers(&[&w.response_headers])))
     .then(|| parts.headers.clone());
-    let wants_upgrade = parts.headers.contains_key(header::UPGRADE)
-        && parts
-            .headers
-            .get(header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"));
-    let is_upgrade = wants_upgrade
-        && hcm.upgrades.iter().any(|u| {
-            parts
-                .headers
-                .get(header::UPGRADE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.eq_ignore_ascii_case(u))
-        });
-    if wants_upgrade && !is_upgrade {
+    if upgrade == Upgrade::Refused {
         // Envoy refuses upgrades that no `upgrade_configs` entry allows.
         return super::router::closing(
             local_reply::reply(StatusCode::FORBIDDEN, Bytes::new()),
             parts.version,
         );
     }
+    let is_upgrade = upgrade == Upgrade::Allowed;
     let downstream_upgrade = if is_upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
     } else {
         None
     };
 
-    // Request headers: hop-by-hop, forwarding headers, configured mutations.
-    headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
-    headers::add_forwarding_headers(&mut parts.headers, ctx);
+    // Request headers (hop-by-hop and forwarding headers were done before routing): the
+    // route's expected timeout, then the configured mutations.
     if let Some(t) = fwd.timeout {
         parts
             .headers

@@ -66,6 +66,15 @@ fn hop_index(name: &[u8]) -> Option<usize> {
     }
 }
 
+/// Whether `name` is present. For the handful of headers a message carries, a scan of the
+/// names costs less than the hash that `HeaderMap::contains_key` computes first.
+pub fn has(h: &HeaderMap, name: &HeaderName) -> bool {
+    if h.keys_len() > 12 {
+        return h.contains_key(name);
+    }
+    h.keys().any(|k| k == name)
+}
+
 /// Remove hop-by-hop headers (and those named in `Connection`). `te: trailers` survives, as it
 /// must for gRPC; `upgrade` survives when `keep_upgrade` is set.
 ///
@@ -266,9 +275,21 @@ fn forward_client_cert(h: &mut http::HeaderMap, ctx: &super::ConnCtx) {
             }
         },
         _ => {
-            h.remove(XFCC);
+            if has(h, &XFCC) {
+                h.remove(XFCC);
+            }
         }
     }
+}
+
+/// A fresh `x-request-id`: a random (version 4) UUID, lower-case and hyphenated.
+fn request_id() -> HeaderValue {
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut id);
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// `x-forwarded-proto`, `x-forwarded-for`, `x-forwarded-client-cert`, `x-request-id` and `via`,
@@ -292,19 +313,20 @@ pub(crate) fn add_forwarding_headers(h: &mut http::HeaderMap, ctx: &super::ConnC
                 h.insert(names::X_FORWARDED_FOR, v);
             }
         }
-    } else if !h.contains_key(names::X_FORWARDED_PROTO) {
-        h.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    } else if let http::header::Entry::Vacant(e) = h.entry(names::X_FORWARDED_PROTO) {
+        e.insert(HeaderValue::from_static(proto));
     }
     forward_client_cert(h, ctx);
-    let regenerate = hcm.use_remote_address && !hcm.preserve_external_request_id;
-    if hcm.generate_request_id && (regenerate || !h.contains_key(names::X_REQUEST_ID)) {
-        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let id = uuid::Builder::from_random_bytes(rand::random())
-            .into_uuid()
-            .hyphenated()
-            .encode_lower(&mut id);
-        if let Ok(v) = HeaderValue::from_str(id) {
-            h.insert(names::X_REQUEST_ID, v);
+    if hcm.generate_request_id {
+        let regenerate = hcm.use_remote_address && !hcm.preserve_external_request_id;
+        match h.entry(names::X_REQUEST_ID) {
+            http::header::Entry::Occupied(mut e) if regenerate => {
+                e.insert(request_id());
+            }
+            http::header::Entry::Occupied(_) => {}
+            http::header::Entry::Vacant(e) => {
+                e.insert(request_id());
+            }
         }
     }
     if let Some(via) = &hcm.via {

@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode, Version};
 
 use hyper::body::Incoming;
 
-use super::forward::forward;
+use super::forward::{forward, Upgrade};
 use super::headers::{self, FormatCtx};
 use super::local_reply::{self, Flag};
 use super::path::{normalize, normalize_slashes, rebuild_uri, strip_port};
@@ -18,7 +18,7 @@ use super::redirect::redirect;
 use super::stream_timeout::{watchdog, Expired, StreamTracker};
 use super::{ConnCtx, RespBody};
 use crate::access_log::Record;
-use crate::model::listener::{RouteSource, ServerHeader};
+use crate::model::listener::{HcmConfig, RouteSource, ServerHeader};
 use crate::model::route::*;
 
 /// Handle one downstream request. `log` is the request's access log record, when the
@@ -160,6 +160,18 @@ pub(super) fn closing(mut resp: Response<RespBody>, version: Version) -> Respons
     resp
 }
 
+/// Record the request line and the headers the access logs read.
+fn log_request(l: &mut Record, req: &Request<Incoming>, host: &str, hcm: &HcmConfig) {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    l.request(
+        req.method(),
+        pq,
+        host,
+        req.headers(),
+        &hcm.access_logs.request_headers,
+    );
+}
+
 pub(super) async fn route_and_forward(
     mut req: Request<Incoming>,
     ctx: &Arc<ConnCtx>,
@@ -182,15 +194,9 @@ pub(super) async fn route_and_forward(
         );
     };
     if let Some(l) = log.as_deref_mut() {
-        // As received; the forwarder replaces it with the request as forwarded.
-        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        l.request(
-            req.method(),
-            pq,
-            &host,
-            req.headers(),
-            &hcm.access_logs.request_headers,
-        );
+        // As received; taken again once the forwarding headers are added, and the forwarder
+        // replaces it with the request as forwarded.
+        log_request(l, &req, &host, hcm);
     }
     if !valid_host(&host) {
         return closing(
@@ -230,6 +236,17 @@ pub(super) async fn route_and_forward(
                 *req.uri_mut() = uri;
             }
         }
+    }
+    // As Envoy's connection manager does before it picks a route: hop-by-hop headers go and the
+    // forwarding headers (x-forwarded-proto, x-request-id, ...) come, so that routes match, and
+    // local replies and access logs see, the request as it will be forwarded.
+    let upgrade = Upgrade::of(req.headers(), hcm);
+    let h = req.headers_mut();
+    h.reserve(4); // the usual additions: the map grows once, not per header
+    headers::strip_hop_by_hop(h, upgrade == Upgrade::Allowed);
+    headers::add_forwarding_headers(h, ctx);
+    if let Some(l) = log.as_deref_mut() {
+        log_request(l, &req, &host, hcm);
     }
     // The connection's snapshot while it is current; a newer one is loaded only after a publish.
     let fresh;
@@ -305,7 +322,7 @@ pub(super) async fn route_and_forward(
             let request_headers = wants_request.then(|| req.headers().clone());
             let forwarded = std::pin::pin!(forward(
                 req,
-                (tracker, stream_deadline),
+                (tracker, stream_deadline, upgrade),
                 ctx,
                 snapshot,
                 table,

@@ -480,7 +480,9 @@ fn chunk_header(buf: &mut Vec<u8>, len: usize) {
 
 /// Decide the request body's framing as hyper's client does, fixing the headers to match.
 fn request_framing(method: &Method, headers: &mut HeaderMap, body: &UpstreamBody) -> Framing {
-    headers.remove(header::TRANSFER_ENCODING);
+    if crate::http::headers::has(headers, &header::TRANSFER_ENCODING) {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
     if body.is_end_stream() {
         return Framing::Empty;
     }

@@ -204,11 +204,6 @@ pub(super) async fn route_and_forward(
             req.version(),
         );
     }
-    if !ctx.peer_authenticated {
-        // istio_authn, the first HTTP filter: Istio's reply to a failed peer authentication.
-        hcm.stats.rq_peer_authn_failed.increment(1);
-        return local_reply::reply(StatusCode::UNAUTHORIZED, "Peer authentication failed.");
-    }
     if hcm.normalize_path || hcm.merge_slashes {
         let pq = req
             .uri()
@@ -247,6 +242,12 @@ pub(super) async fn route_and_forward(
     headers::add_forwarding_headers(h, ctx);
     if let Some(l) = log.as_deref_mut() {
         log_request(l, &req, &host, hcm);
+    }
+    if !ctx.peer_authenticated {
+        // istio_authn, the first HTTP filter (so after the connection manager's edits): Istio's
+        // reply to a failed peer authentication.
+        hcm.stats.rq_peer_authn_failed.increment(1);
+        return local_reply::reply(StatusCode::UNAUTHORIZED, "Peer authentication failed.");
     }
     // The connection's snapshot while it is current; a newer one is loaded only after a publish.
     let fresh;

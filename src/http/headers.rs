@@ -354,6 +354,23 @@ mod tests {
     }
 
     #[test]
+    fn has_finds_names_in_small_and_large_maps() {
+        let small = map(&[("x-forwarded-client-cert", "a"), ("upgrade", "ws")]);
+        assert!(has(&small, &XFCC));
+        assert!(has(&small, &header::UPGRADE));
+        assert!(!has(&small, &header::TRANSFER_ENCODING));
+        let mut large = map(&[("x-forwarded-client-cert", "a")]);
+        for i in 0..20 {
+            large.insert(
+                HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        assert!(has(&large, &XFCC));
+        assert!(!has(&large, &header::UPGRADE));
+    }
+
+    #[test]
     fn hop_by_hop_headers_and_connection_tokens_are_removed() {
         let mut h = map(&[
             ("host", "a"),

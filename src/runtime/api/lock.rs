@@ -55,12 +55,11 @@ pub async fn try_lock(s: &Shared, r: rt::TryLockRequest) -> Result<rt::TryLockRe
         &r.lock_owner,
         Some(r.expire),
     )?;
-    let what = format!("TryLock in lock store {}", r.store_name);
     let success =
         c.st.inner
             .try_lock(&c.key, &r.lock_owner, expire(r.expire))
             .await
-            .map_err(|e| component(e, &what))?;
+            .map_err(|e| component(e, &format!("TryLock in lock store {}", r.store_name)))?;
     Ok(rt::TryLockResponse { success })
 }
 
@@ -78,12 +77,11 @@ fn status_code(s: LockStatus) -> i32 {
 /// `Unlock`.
 pub async fn unlock(s: &Shared, r: rt::UnlockRequest) -> Result<rt::UnlockResponse, Status> {
     let c = check(s, &r.store_name, &r.resource_id, &r.lock_owner, None)?;
-    let what = format!("Unlock in lock store {}", r.store_name);
     let st =
         c.st.inner
             .unlock(&c.key, &r.lock_owner)
             .await
-            .map_err(|e| component(e, &what))?;
+            .map_err(|e| component(e, &format!("Unlock in lock store {}", r.store_name)))?;
     Ok(rt::UnlockResponse {
         status: status_code(st),
     })
@@ -101,12 +99,11 @@ pub async fn keep_alive(
         &r.lock_owner,
         Some(r.expire),
     )?;
-    let what = format!("LockKeepAlive in lock store {}", r.store_name);
     let st =
         c.st.inner
             .keep_alive(&c.key, &r.lock_owner, expire(r.expire))
             .await
-            .map_err(|e| component(e, &what))?;
+            .map_err(|e| component(e, &format!("LockKeepAlive in lock store {}", r.store_name)))?;
     Ok(rt::LockKeepAliveResponse {
         status: status_code(st),
     })

@@ -40,7 +40,7 @@ pub async fn next_id(s: &Shared, r: rt::GetNextIdRequest) -> Result<rt::GetNextI
     let key = st
         .prefix
         .scoped_key("sequencer", &r.key, &s.components.app.app_id, &r.store_name);
-    let what = format!("GetNextId in sequencer store {}", r.store_name);
+    let what = || format!("GetNextId in sequencer store {}", r.store_name);
     let strong = r
         .options
         .as_ref()
@@ -50,7 +50,7 @@ pub async fn next_id(s: &Shared, r: rt::GetNextIdRequest) -> Result<rt::GetNextI
             .inner
             .next_id(&key)
             .await
-            .map_err(|e| component(e, &what))?;
+            .map_err(|e| component(e, &what()))?;
         return Ok(rt::GetNextIdResponse { next_id: id });
     }
     let slot = {
@@ -82,7 +82,7 @@ pub async fn next_id(s: &Shared, r: rt::GetNextIdRequest) -> Result<rt::GetNextI
             .inner
             .segment(&key, SEGMENT_SIZE)
             .await
-            .map_err(|e| component(e, &what))?;
+            .map_err(|e| component(e, &what()))?;
     }
     let id = seg.0;
     seg.0 = seg.0.saturating_add(1);

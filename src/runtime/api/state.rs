@@ -65,8 +65,12 @@ fn delete(
 pub async fn get(s: &Shared, r: rt::GetStateRequest) -> Result<rt::GetStateResponse, Status> {
     let st = lookup(s, &r.store_name)?;
     let key = stored_key(s, st, &r.store_name, &r.key)?;
-    let what = format!("fail to get {} from state store {}", r.key, r.store_name);
-    match st.inner.get(&key).await.map_err(|e| component(e, &what))? {
+    match st.inner.get(&key).await.map_err(|e| {
+        component(
+            e,
+            &format!("fail to get {} from state store {}", r.key, r.store_name),
+        )
+    })? {
         Some(v) => Ok(rt::GetStateResponse {
             data: v.data.to_vec(),
             etag: v.etag,
@@ -121,9 +125,13 @@ pub async fn get_bulk(
 pub async fn save(s: &Shared, r: rt::SaveStateRequest) -> Result<(), Status> {
     let st = lookup(s, &r.store_name)?;
     for item in r.states {
-        let what = format!("failed saving state in state store {}", r.store_name);
         let op = upsert(s, st, &r.store_name, item)?;
-        st.inner.apply(op).await.map_err(|e| component(e, &what))?;
+        st.inner.apply(op).await.map_err(|e| {
+            component(
+                e,
+                &format!("failed saving state in state store {}", r.store_name),
+            )
+        })?;
     }
     Ok(())
 }
@@ -139,8 +147,10 @@ pub async fn delete_one(s: &Shared, r: rt::DeleteStateRequest) -> Result<(), Sta
         r.etag.as_ref(),
         r.options.as_ref(),
     )?;
-    let what = format!("failed deleting state with key {}", r.key);
-    st.inner.apply(op).await.map_err(|e| component(e, &what))
+    st.inner
+        .apply(op)
+        .await
+        .map_err(|e| component(e, &format!("failed deleting state with key {}", r.key)))
 }
 
 /// `DeleteBulkState`.
@@ -155,8 +165,10 @@ pub async fn delete_bulk(s: &Shared, r: rt::DeleteBulkStateRequest) -> Result<()
             item.etag.as_ref(),
             item.options.as_ref(),
         )?;
-        let what = format!("failed deleting state with key {}", item.key);
-        st.inner.apply(op).await.map_err(|e| component(e, &what))?;
+        st.inner
+            .apply(op)
+            .await
+            .map_err(|e| component(e, &format!("failed deleting state with key {}", item.key)))?;
     }
     Ok(())
 }
@@ -186,12 +198,13 @@ pub async fn transact(s: &Shared, r: rt::ExecuteStateTransactionRequest) -> Resu
             }
         });
     }
-    let what = format!(
-        "error while executing state transaction in {}",
-        r.store_name
-    );
-    st.inner
-        .transact(ops)
-        .await
-        .map_err(|e| component(e, &what))
+    st.inner.transact(ops).await.map_err(|e| {
+        component(
+            e,
+            &format!(
+                "error while executing state transaction in {}",
+                r.store_name
+            ),
+        )
+    })
 }

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
 
+use futures_util::future::Either;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -28,6 +29,9 @@ use self::proto::rt::{lifecycle_server::LifecycleServer, runtime_server::Runtime
 use crate::model::listener::{NetworkFilter, RuntimeFilter};
 use crate::model::Snapshot;
 use crate::server::State;
+
+/// The path prefix of the `Runtime` service's methods.
+const RUNTIME_PATH: &str = "/spec.proto.runtime.v1.Runtime/";
 
 /// Running runtimes by [`RuntimeFilter::id`]. Listeners whose runtime config is identical share
 /// one runtime (a TCP and a Unix-socket listener for the same app, say).
@@ -46,6 +50,10 @@ pub struct Runtime {
     pub config: Arc<RuntimeConfig>,
     /// The components.
     pub components: Arc<Components>,
+    /// The `Runtime` service, called directly for its own paths (most calls), which skips
+    /// the router's path matching.
+    runtime: RuntimeServer<RuntimeApi>,
+    /// Every service (`Lifecycle`, reflection; `Runtime` again), for the other paths.
     routes: tonic::service::Routes,
     stats: Arc<stats::RpcStats>,
     subscriptions: Arc<tokio::sync::Mutex<Vec<Subscription>>>,
@@ -68,8 +76,9 @@ impl Runtime {
             segments: Default::default(),
         });
         let api = RuntimeApi(shared);
-        let mut routes = tonic::service::Routes::new(RuntimeServer::new(api.clone()))
-            .add_service(LifecycleServer::new(api));
+        let runtime = RuntimeServer::new(api.clone());
+        let mut routes =
+            tonic::service::Routes::new(runtime.clone()).add_service(LifecycleServer::new(api));
         // Server reflection (v1, and v1alpha for older grpcurl), so grpcurl and friends work
         // without the .proto files.
         let reflection = || {
@@ -90,6 +99,7 @@ impl Runtime {
         Ok(Arc::new(Runtime {
             config,
             components,
+            runtime,
             routes,
             stats: Arc::new(stats::RpcStats::default()),
             subscriptions,
@@ -167,16 +177,26 @@ pub async fn serve<S>(
         return;
     };
     crate::stats::counter("runtime.downstream_cx_total").increment(1);
+    let runtime = rt.runtime.clone();
     let routes = rt.routes.clone();
     let rpc_stats = rt.stats.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let mut routes = routes.clone();
         let method = rpc_stats.for_path(req.uri().path()).clone();
         method.total.increment(1);
+        let req = req.map(tonic::body::boxed);
+        let call = if req.uri().path().starts_with(RUNTIME_PATH) {
+            Either::Left(tonic::codegen::Service::call(&mut runtime.clone(), req))
+        } else {
+            Either::Right(tonic::codegen::Service::call(&mut routes.clone(), req))
+        };
         async move {
-            let resp = tonic::codegen::Service::call(&mut routes, req.map(tonic::body::boxed))
-                .await
-                .map_err(std::io::Error::other)?;
+            let resp = match call {
+                Either::Left(call) => match call.await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                },
+                Either::Right(call) => call.await.map_err(std::io::Error::other)?,
+            };
             // A failed unary call is answered trailers-only: its status is in the headers.
             if resp
                 .headers()

@@ -8,6 +8,12 @@
 //! (as `redis-benchmark -c 16`), then 4 in flight, then a single connection;
 //! `RUNTIME_BENCH_REQUESTS` calls per row (default 200 000). Markdown table on stdout.
 //!
+//! Two more kinds of row put the Redis-backed numbers in context:
+//! - **HTTP/2 floor**: the same h2load requests against nginx answering `return 200` over h2c
+//!   (no store, no gRPC): what the client-to-sidecar leg alone costs with a fast C server.
+//! - **Unix socket**: GetState and SaveState with the app leg over the runtime's Unix-socket
+//!   listener (Layotto's `pipe` option) instead of loopback TCP; Redis is still reached over TCP.
+//!
 //! `cargo bench --bench runtime_state` (needs redis-server, redis-benchmark and h2load:
 //! `bash .ci/install-deps.sh`).
 
@@ -68,19 +74,31 @@ fn start_redis(port: u16) -> Killed {
     Killed(child)
 }
 
-fn start_layer8(grpc: u16, admin: u16, redis: u16, concurrency: usize) -> Killed {
+fn start_layer8(
+    grpc: u16,
+    sock: &std::path::Path,
+    admin: u16,
+    redis: u16,
+    concurrency: usize,
+) -> Killed {
+    // One runtime config on two listeners (TCP and a Unix socket): they share one runtime.
+    let chains = serde_json::json!([{"filters": [{"name": "layer8.runtime", "typed_config": {
+    "@type": "type.googleapis.com/xds.type.v3.TypedStruct",
+    "type_url": "layer8.runtime.v1.Runtime",
+    "value": {"grpc_config": {"state": {
+        "memory": {"type": "in-memory"},
+        "redis": {"type": "redis", "metadata": {"redisHost": format!("127.0.0.1:{redis}")}}
+    }}}}}]}]);
     let cfg = serde_json::json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {"listeners": [{
             "name": "runtime",
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": grpc}},
-            "filter_chains": [{"filters": [{"name": "layer8.runtime", "typed_config": {
-                "@type": "type.googleapis.com/xds.type.v3.TypedStruct",
-                "type_url": "layer8.runtime.v1.Runtime",
-                "value": {"grpc_config": {"state": {
-                    "memory": {"type": "in-memory"},
-                    "redis": {"type": "redis", "metadata": {"redisHost": format!("127.0.0.1:{redis}")}}
-                }}}}}]}]
+            "filter_chains": chains
+        }, {
+            "name": "runtime_uds",
+            "address": {"pipe": {"path": sock.display().to_string()}},
+            "filter_chains": chains
         }]}
     });
     let path =
@@ -94,6 +112,44 @@ fn start_layer8(grpc: u16, admin: u16, redis: u16, concurrency: usize) -> Killed
         .spawn()
         .expect("spawn layer8");
     wait_port(grpc);
+    Killed(child)
+}
+
+/// nginx with one h2c server that answers every request `200` with no body.
+fn start_nginx(port: u16) -> Killed {
+    let dir =
+        std::env::temp_dir().join(format!("layer8-runtime-bench-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("nginx dir");
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1; master_process off; daemon off; pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
+  uwsgi_temp_path {d}; scgi_temp_path {d};
+  server {{ listen 127.0.0.1:{port} http2; keepalive_requests 100000000;
+           location / {{ return 200; }} }}
+}}
+"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
+    let bin = ["/usr/sbin/nginx", "nginx"]
+        .into_iter()
+        .find(|b| std::path::Path::new(b).exists())
+        .unwrap_or("nginx");
+    let child = Command::new(bin)
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("nginx: {e} (bash .ci/install-deps.sh)"));
+    wait_port(port);
     Killed(child)
 }
 
@@ -126,8 +182,19 @@ fn grpc_frame(msg: &impl Message) -> Vec<u8> {
     out
 }
 
+/// Where h2load connects.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// layer8's runtime on loopback TCP.
+    Tcp(u16),
+    /// layer8's runtime on its Unix-socket listener.
+    Unix(&'a std::path::Path),
+    /// nginx answering `return 200` over h2c on this port: the HTTP/2 floor.
+    Floor(u16),
+}
+
 /// Drive `op` on `store` with h2load: `conns` connections, `inflight` calls on each.
-fn h2load(grpc: u16, op: Op, store: &str, conns: usize, inflight: usize, n: u64) -> Row {
+fn h2load(to: Target<'_>, op: Op, store: &str, conns: usize, inflight: usize, n: u64) -> Row {
     let dir = std::env::temp_dir().join(format!("layer8-runtime-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let (method, body) = match op {
@@ -173,9 +240,15 @@ fn h2load(grpc: u16, op: Op, store: &str, conns: usize, inflight: usize, n: u64)
         if let Some(l) = log {
             cmd.arg(format!("--log-file={}", l.display()));
         }
-        cmd.arg(format!(
-            "http://127.0.0.1:{grpc}/spec.proto.runtime.v1.Runtime/{method}"
-        ));
+        let path = format!("/spec.proto.runtime.v1.Runtime/{method}");
+        match to {
+            Target::Tcp(port) | Target::Floor(port) => {
+                cmd.arg(format!("http://127.0.0.1:{port}{path}"))
+            }
+            Target::Unix(sock) => cmd
+                .arg(format!("--base-uri=unix:{}", sock.display()))
+                .arg(format!("http://localhost{path}")),
+        };
         let out = cmd.output().expect("h2load (bash .ci/install-deps.sh)");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -253,16 +326,51 @@ fn main() {
             r.ops_per_sec, r.p50_ms, r.p99_ms
         );
     };
+    let ratio = |a: &Row, b: &Row| a.p99_ms / b.p99_ms.max(f64::EPSILON);
     let hmget = ["HMGET", "bench-key", "data", "version"];
     let hset = ["HSET", "bench-key2", "data", "xxx", "version", "1"];
+
+    let floor_port = free_port();
+    let nginx = start_nginx(floor_port);
+    println!(
+        "\nHTTP/2 floor: the GetState requests against nginx `return 200` (h2c), {n} per row\n"
+    );
+    println!("| operation | ops/s | p50 ms | p99 ms |\n|---|---:|---:|---:|");
+    let mut ratios = Vec::new();
+    for conns in [clients, 1] {
+        let f = h2load(Target::Floor(floor_port), Op::Get, "redis", conns, 1, n);
+        row(&format!("h2load -> nginx h2c, {conns} conn x 1"), &f);
+        let b = redis_benchmark(redis_port, conns, n, &hmget);
+        row(&format!("redis-benchmark -c {conns} HMGET"), &b);
+        ratios.push(format!("-c {conns}: {:.2}x", ratio(&f, &b)));
+    }
+    println!(
+        "\nnginx h2c p99 / redis-benchmark p99: {}",
+        ratios.join(", ")
+    );
+    drop(nginx);
+
+    let sock =
+        std::env::temp_dir().join(format!("layer8-runtime-bench-{}.sock", std::process::id()));
     for concurrency in concurrencies {
         let (grpc, admin) = (free_port(), free_port());
-        let l8 = start_layer8(grpc, admin, redis_port, concurrency);
+        let _ = std::fs::remove_file(&sock);
+        let l8 = start_layer8(grpc, &sock, admin, redis_port, concurrency);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{} never appeared",
+                sock.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (tcp, unix) = (Target::Tcp(grpc), Target::Unix(&sock));
         println!("\nlayer8 --concurrency {concurrency}, {n} calls per row\n");
         println!("| operation | ops/s | p50 ms | p99 ms |\n|---|---:|---:|---:|");
         for (op, name) in [(Op::Get, "GetState"), (Op::Save, "SaveState")] {
             for (conns, inflight) in [(clients, 1), (clients, 4), (1, 1)] {
-                let r = h2load(grpc, op, "memory", conns, inflight, n);
+                let r = h2load(tcp, op, "memory", conns, inflight, n);
                 row(&format!("{name}, in-memory, {conns} conn x {inflight}"), &r);
             }
         }
@@ -272,13 +380,19 @@ fn main() {
             (Op::Save, "SaveState", &hset[..]),
         ] {
             for conns in [clients, 1] {
-                let r = h2load(grpc, op, "redis", conns, 1, n);
+                let r = h2load(tcp, op, "redis", conns, 1, n);
                 row(&format!("{name}, Redis, {conns} conn x 1"), &r);
+                let u = h2load(unix, op, "redis", conns, 1, n);
+                row(
+                    &format!("{name}, Redis, app over Unix socket, {conns} conn x 1"),
+                    &u,
+                );
                 let b = redis_benchmark(redis_port, conns, n, cmd);
                 row(&format!("redis-benchmark -c {conns} {}", cmd[0]), &b);
                 ratios.push(format!(
-                    "{name} -c {conns}: {:.2}x",
-                    r.p99_ms / b.p99_ms.max(f64::EPSILON)
+                    "{name} -c {conns}: {:.2}x (Unix socket {:.2}x)",
+                    ratio(&r, &b),
+                    ratio(&u, &b)
                 ));
             }
         }
@@ -288,4 +402,5 @@ fn main() {
         );
         drop(l8);
     }
+    let _ = std::fs::remove_file(&sock);
 }

@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .build_server(true)
         .build_client(true)
+        // Smaller per-call buffers than tonic's default codec (see src/runtime/codec.rs).
+        .codec_path("crate::runtime::codec::RuntimeCodec")
         .include_file("runtime_api.rs")
         .compile_fds(runtime)?;
 

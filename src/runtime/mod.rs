@@ -6,6 +6,7 @@
 
 pub mod actuator;
 pub mod api;
+pub mod codec;
 pub mod components;
 pub mod config;
 pub mod keys;

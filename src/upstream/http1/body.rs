@@ -75,14 +75,14 @@ pub(super) enum Decoder {
 
 /// What the decoder made of the buffered bytes.
 #[derive(Debug, PartialEq, Eq)]
-enum Decoded {
+pub(super) enum Decoded {
     Data(Bytes),
     End,
     NeedMore,
 }
 
 impl Decoder {
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, &'static str> {
+    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, &'static str> {
         match self {
             Decoder::Length(0) => Ok(Decoded::End),
             Decoder::Length(rem) => {

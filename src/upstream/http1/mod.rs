@@ -31,6 +31,8 @@ use super::cluster::Host;
 use super::pool::{ConnGuard, PooledBody, UpstreamBody, UpstreamError};
 
 mod body;
+#[cfg(test)]
+mod damaged_tests;
 mod response;
 
 pub use body::BodyStream;

@@ -7,7 +7,9 @@
 #
 # Environment: N (requests measured), LAYER8_BIN, TOP (functions listed, default 25), KEEP (a
 # file to copy the callgrind profile to, for callgrind_annotate or kcachegrind), ACCESS_LOG=1
-# (add Istio's sidecar access log, written to /dev/null: the cost of logging every request).
+# (add Istio's sidecar access log, written to /dev/null: the cost of logging every request),
+# TARGET=nginx (count nginx as the reverse proxy instead, one worker, with run.sh's proxy
+# settings: the same measure for the peer layer8 is compared with).
 # Needs valgrind, nginx, h2load (`apt-get install valgrind nginx-light nghttp2-client`).
 # One worker (`--concurrency 1`), 8 h2load connections, nginx upstream with a 20-byte body, the
 # bootstrap of benches/proxy/run.sh. Prints instructions per request and the functions with the
@@ -71,8 +73,33 @@ s = open(p).read().replace('          route_config:\n', log + '          route_c
 open(p, 'w').write(s)
 PY
 fi
-valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
-  "$LAYER8_BIN" -c "$WORK/bootstrap.yaml" --concurrency 1 >"$WORK/layer8.log" 2>&1 &
+TARGET="${TARGET:-layer8}"
+if [ "$TARGET" = nginx ]; then
+  mkdir -p "$WORK/px"
+  cat > "$WORK/px/nginx.conf" <<NGX
+worker_processes 1;
+master_process off;
+daemon off;
+pid $WORK/px/nginx.pid;
+error_log $WORK/px/nginx.err warn;
+events { worker_connections 8192; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/px; proxy_temp_path $WORK/px; fastcgi_temp_path $WORK/px;
+  uwsgi_temp_path $WORK/px; scgi_temp_path $WORK/px;
+  keepalive_requests 100000000; keepalive_timeout 300s;
+  upstream up { server 127.0.0.1:$UP; keepalive 256; keepalive_requests 100000000; }
+  server { listen 127.0.0.1:$PROXY;
+           location / { proxy_pass http://up; proxy_http_version 1.1;
+                        proxy_set_header Connection ""; } }
+}
+NGX
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+    nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -e "$WORK/px/nginx.err" >"$WORK/layer8.log" 2>&1 &
+else
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p" \
+    "$LAYER8_BIN" -c "$WORK/bootstrap.yaml" --concurrency 1 >"$WORK/layer8.log" 2>&1 &
+fi
 PIDS+=($!)
 for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$PROXY/" && break; sleep 0.2; done
 h2load --h1 -n 2000 -c 8 "http://127.0.0.1:$PROXY/" >/dev/null
@@ -81,9 +108,9 @@ h2load --h1 -n "$N" -c 8 "http://127.0.0.1:$PROXY/" | grep -E '^requests:'
 callgrind_control -d "${PIDS[0]}" >/dev/null 2>&1
 sleep 0.5
 [ -n "${KEEP:-}" ] && cp "$(ls -t "$WORK"/cg.*.1 | head -1)" "$KEEP"
-python3 - "$(ls -t "$WORK"/cg.*.1 | head -1)" "$N" "$TOP" <<'PY'
+python3 - "$(ls -t "$WORK"/cg.*.1 | head -1)" "$N" "$TOP" "$TARGET" <<'PY'
 import collections, re, sys
-path, n, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, n, top, target = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 names, own = {}, collections.Counter()
 fn, after_call = None, False
 def resolve(tok):
@@ -108,7 +135,7 @@ for line in open(path, errors='replace'):
             else:
                 own[fn] += int(parts[1])
 total = sum(own.values())
-print(f"layer8: {total // n} instructions per request (user space, {n} requests)")
+print(f"{target}: {total // n} instructions per request (user space, {n} requests)")
 for f, c in own.most_common(top):
     print(f"{c / total * 100:5.1f}% {c // n:6d}  {f[:140]}")
 PY

@@ -193,12 +193,12 @@ pub(super) async fn route_and_forward(
             req.version(),
         );
     };
-    if let Some(l) = log.as_deref_mut() {
-        // As received; taken again once the forwarding headers are added, and the forwarder
-        // replaces it with the request as forwarded.
-        log_request(l, &req, &host, hcm);
-    }
     if !valid_host(&host) {
+        if let Some(l) = log.as_deref_mut() {
+            // Refused as received. A request that gets further is taken once the forwarding
+            // headers are added, and the forwarder replaces it with the request as forwarded.
+            log_request(l, &req, &host, hcm);
+        }
         return closing(
             local_reply::reply(StatusCode::BAD_REQUEST, "Bad Request"),
             req.version(),

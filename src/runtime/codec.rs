@@ -2,10 +2,10 @@
 //! starting buffer.
 //!
 //! tonic allocates one buffer to decode a call's request and one to encode its response, 8 KiB
-//! each by default. Runtime messages are mostly far smaller (a GetState request is about 20
-//! bytes), and an 8 KiB block is above glibc's per-thread cache, so each of those allocations
-//! took malloc's slow path. Starting at 1 KiB keeps them in the cache; larger messages grow the
-//! buffer as before.
+//! each by default, so every call in flight holds 16 KiB. Runtime messages are mostly far
+//! smaller (a GetState request is about 20 bytes). Starting at 1 KiB, the largest block glibc
+//! caches per thread, a call holds 2 KiB and its buffers stay on malloc's fast path; larger
+//! messages grow the buffer as before.
 
 use std::marker::PhantomData;
 

@@ -115,10 +115,14 @@ fn start_layer8(
     Killed(child)
 }
 
+/// The directory of the floor's nginx (config, logs, temp files).
+fn nginx_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("layer8-runtime-bench-nginx-{}", std::process::id()))
+}
+
 /// nginx with one h2c server that answers every request `200` with no body.
 fn start_nginx(port: u16) -> Killed {
-    let dir =
-        std::env::temp_dir().join(format!("layer8-runtime-bench-nginx-{}", std::process::id()));
+    let dir = nginx_dir();
     std::fs::create_dir_all(&dir).expect("nginx dir");
     let d = dir.display();
     let conf = format!(
@@ -349,6 +353,7 @@ fn main() {
         ratios.join(", ")
     );
     drop(nginx);
+    let _ = std::fs::remove_dir_all(nginx_dir());
 
     let sock =
         std::env::temp_dir().join(format!("layer8-runtime-bench-{}.sock", std::process::id()));

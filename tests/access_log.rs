@@ -168,6 +168,26 @@ fn lines(path: &Path, n: usize) -> Vec<String> {
     }
 }
 
+/// Write `request` on a new connection to `port`, read until the peer closes, and check that
+/// the answer starts with `status_line`.
+async fn raw_exchange(port: u16, request: &'static [u8], status_line: &'static [u8]) {
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(request).expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    })
+    .await
+    .expect("raw client");
+    assert!(
+        out.starts_with(status_line),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
 struct Logs {
     text: Vec<String>,
     json: Vec<serde_json::Value>,
@@ -247,23 +267,20 @@ async fn run(bin: &str, ups: [u16; 3]) -> Logs {
         503
     );
     assert_eq!(send(true, "GET", "app", "/h2", &[], "").await.status, 200);
+    // A space in Host: refused before routing (400, DPE), with no request values logged.
+    raw_exchange(
+        listen,
+        b"GET /bad-host HTTP/1.1\r\nHost: a b\r\nuser-agent: l8-test\r\n\r\n",
+        b"HTTP/1.1 400",
+    )
+    .await;
     // One connection through tcp_proxy: a whole HTTP exchange, then close.
-    let raw = tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp)).expect("tcp listener");
-        s.write_all(b"GET /t HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .expect("write");
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        out
-    })
-    .await
-    .expect("tcp client");
-    assert!(
-        raw.starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&raw)
-    );
+    raw_exchange(
+        tcp,
+        b"GET /t HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.1 200",
+    )
+    .await;
     // A connection no filter chain accepts (plain text, the only chain wants an SNI).
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
@@ -278,8 +295,8 @@ async fn run(bin: &str, ups: [u16; 3]) -> Logs {
 
     let (text, json, picked, tcp_lines, listener) = tokio::task::block_in_place(|| {
         (
-            lines(&dir.join("text.log"), 9),
-            lines(&dir.join("json.log"), 3),
+            lines(&dir.join("text.log"), 10),
+            lines(&dir.join("json.log"), 4),
             lines(&dir.join("picked.log"), 2),
             lines(&dir.join("tcp.log"), 1),
             lines(&dir.join("listener.log"), 1),
@@ -330,6 +347,9 @@ async fn access_logs_match_envoy_line_for_line() {
         "GET /x HTTP/1.1 404 NR route_not_found 0 0 \"l8-test\" \"nowhere\" \"-\" - - 0 - - l8-t %".to_string(),
         format!("GET /fail HTTP/1.1 503 URX via_upstream 0 5 \"l8-test\" \"app\" \"{b}\" bad fail 2 bad - l8-t %"),
         format!("GET /h2 HTTP/2 200 - via_upstream 0 5 \"l8-test\" \"app\" \"{u}\" up default 1 up - l8-t %"),
+
+        // Refused by the codec in Envoy, before there is a request to log: no request values.
+        "- - HTTP/1.1 400 DPE http.invalid_authority 0 11 \"-\" \"-\" \"-\" - - 0 - - - %".to_string(),
     ];
     expected.push(format!(
         "GET /dead HTTP/1.1 503 UF upstream_reset_before_response_started{{remote_connection_failure|delayed_connect_error:_Connection_refused}} 0 98 \"l8-test\" \"app\" \"127.0.0.1:{dead}\" dead dead 1 - - l8-t %"
@@ -339,7 +359,7 @@ async fn access_logs_match_envoy_line_for_line() {
     assert_eq!(envoy.text, ours.text, "Envoy and layer8 disagree");
 
     // The JSON log: only >= 400, typed values, null for a missing header, nested objects.
-    assert_eq!(ours.json.len(), 3, "{:?}", ours.json);
+    assert_eq!(ours.json.len(), 4, "{:?}", ours.json);
     let nr = &ours.json[0];
     assert_eq!(
         nr,
@@ -351,6 +371,9 @@ async fn access_logs_match_envoy_line_for_line() {
     assert_eq!(ours.json[1]["code"], 503);
     assert_eq!(ours.json[1]["nested"]["cluster"], "dead");
     assert_eq!(ours.json[2]["flags"], "URX");
+    assert_eq!(ours.json[3]["code"], 400);
+    assert_eq!(ours.json[3]["flags"], "DPE");
+    assert_eq!(ours.json[3]["path"], serde_json::Value::Null);
     assert_eq!(
         envoy.json, ours.json,
         "Envoy and layer8 JSON lines disagree"

@@ -194,13 +194,13 @@ pub(super) async fn route_and_forward(
         );
     };
     if !valid_host(&host) {
+        // Envoy's codec refuses this before its connection manager has a request: the access
+        // log gets no request values, `DPE` and `http.invalid_authority`.
         if let Some(l) = log.as_deref_mut() {
-            // Refused as received. A request that gets further is taken once the forwarding
-            // headers are added, and the forwarder replaces it with the request as forwarded.
-            log_request(l, &req, &host, hcm);
+            l.details = Some("http.invalid_authority".into());
         }
         return closing(
-            local_reply::reply(StatusCode::BAD_REQUEST, "Bad Request"),
+            local_reply::for_flag(Flag::ProtocolError, ""),
             req.version(),
         );
     }

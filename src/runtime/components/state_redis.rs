@@ -14,13 +14,13 @@ use super::{
     ComponentError, Health, Metadata, Result, StateOp, StateStore, StateValue, WriteCondition,
 };
 
-/// Checks every operation's condition, then applies them all. `KEYS[i]` is operation i's key;
-/// `ARGV` holds one triple per operation: `set`/`del`, the condition (`always`, `absent` or the
-/// expected version) and the data. Returns 0, or the index of the first failed condition.
-/// A key holding something other than a hash matches no etag, and a set replaces it.
-static WRITE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+/// The Lua script every write runs (through `EVALSHA`). It checks every operation's condition,
+/// then applies them all. `KEYS[i]` is operation i's key; `ARGV` holds one triple per operation:
+/// `set`/`del`, the condition (`always`, `absent` or the expected version) and the data. Returns
+/// 0, or the index of the first failed condition. A key holding something other than a hash
+/// matches no etag, and a set replaces it. Public so that benchmarks can time the same command
+/// against Redis alone.
+pub const WRITE_SCRIPT: &str = r#"
 local function version(key)
   local t = redis.call("TYPE", key)["ok"]
   if t == "none" then return nil end
@@ -50,9 +50,9 @@ for i = 1, #KEYS do
   end
 end
 return 0
-"#,
-    )
-});
+"#;
+
+static WRITE: LazyLock<Script> = LazyLock::new(|| Script::new(WRITE_SCRIPT));
 
 /// A state store on one Redis server.
 #[derive(Debug, Clone)]

@@ -1,7 +1,8 @@
 //! Worker threads: one single-threaded tokio runtime per `--concurrency` slot, as Envoy runs one
 //! event loop per worker. A downstream connection, its requests and the upstream connections it
 //! uses live on one worker, so the hot path never hops between cores; each listener gets one
-//! `SO_REUSEPORT` socket per worker and the kernel spreads connections over them.
+//! `SO_REUSEPORT` socket per worker, and the accept loops spread connections over the workers
+//! (`listener::balance`).
 //!
 //! Without registered workers (in-process tests) everything runs on the caller's runtime.
 

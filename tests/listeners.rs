@@ -434,3 +434,129 @@ async fn ipv6_listener_and_upstream() {
     s.read_exact(&mut got).await.expect("echo");
     assert_eq!(&got, b"over ipv6");
 }
+
+/// One keep-alive request on `s`, which stays open; the response body.
+async fn keep_alive_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
+) -> String {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    // The body is short and announced by content-length: read until it is all there.
+    loop {
+        let n = s.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("content-length");
+            if body.len() >= len {
+                assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+                return body.to_string();
+            }
+        }
+    }
+}
+
+/// Per-worker `downstream_cx_active` of listener `addr` (its stat name) and the listener's
+/// total, from the admin `/stats` of a layer8 process.
+async fn worker_active(admin: u16, addr: &str) -> (Vec<u64>, u64) {
+    let stats = tokio::task::spawn_blocking(move || blocking_get(admin, "/stats"))
+        .await
+        .expect("join")
+        .expect("stats")
+        .1;
+    let get = |name: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let per = (0..2)
+        .map(|i| get(&format!("listener.{addr}.worker_{i}.downstream_cx_active")))
+        .collect();
+    (per, get(&format!("listener.{addr}.downstream_cx_active")))
+}
+
+/// With two workers, connections go to the worker with the fewest active ones (Envoy's
+/// `exact_balance`), whatever worker's socket the kernel hashed them to: eight keep-alive
+/// connections opened one after another split 4/4 (the kernel's hash alone does that about one
+/// time in four), on TCP and on a Unix socket (whose one accept loop runs on the first worker),
+/// and every moved connection keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_balanced_over_workers() {
+    let (admin, port) = (free_port(), free_port());
+    let dir = temp_dir("balance");
+    let path = dir.join("l8.sock");
+    let tcp = listener(
+        "tcp",
+        "127.0.0.1",
+        port,
+        "",
+        &direct_chain("{}", "balanced"),
+        "    connection_balance_config: { exact_balance: {} }\n",
+    );
+    let uds = format!(
+        "  - name: uds\n    address: {{ pipe: {{ path: {} }} }}\n    filter_chains:\n{}",
+        path.display(),
+        direct_chain("{}", "balanced-unix")
+    );
+    let _l8 = start_process(
+        layer8_bin(),
+        &bootstrap(admin, &format!("{tcp}{uds}"), "    []\n"),
+        "yaml",
+        admin,
+        &["--concurrency", "2"],
+    );
+    let tcp_stat = format!("127.0.0.1_{port}");
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        assert_eq!(keep_alive_get(&mut s).await, "balanced");
+        conns.push(s);
+    }
+    assert_eq!(worker_active(admin, &tcp_stat).await, (vec![4, 4], 8));
+    for s in &mut conns {
+        assert_eq!(keep_alive_get(s).await, "balanced");
+    }
+    conns.truncate(3);
+    // The closes reach layer8 asynchronously.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (per, total) = worker_active(admin, &tcp_stat).await;
+        if total == 3 {
+            assert_eq!(per.iter().sum::<u64>(), 3, "{per:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {total} active");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let uds_stat = path.display().to_string();
+    let mut unix = Vec::new();
+    for _ in 0..6 {
+        let mut s = tokio::net::UnixStream::connect(&path)
+            .await
+            .expect("connect unix");
+        assert_eq!(keep_alive_get(&mut s).await, "balanced-unix");
+        unix.push(s);
+    }
+    let (per, total) = worker_active(admin, &uds_stat).await;
+    assert_eq!(
+        (per, total),
+        (vec![3, 3], 6),
+        "unix listener stat {uds_stat}"
+    );
+    for s in &mut unix {
+        assert_eq!(keep_alive_get(s).await, "balanced-unix");
+    }
+}

@@ -73,6 +73,20 @@ pub fn translate(l: &pb::Listener, notes: &mut Notes) -> Result<ListenerConfig, 
             );
         }
     }
+    // layer8 always balances as `exact_balance` does (see `listener::balance`).
+    if let Some(pb::listener::connection_balance_config::BalanceType::ExtendBalance(e)) = l
+        .connection_balance_config
+        .as_ref()
+        .and_then(|c| c.balance_type.as_ref())
+    {
+        notes.skip(
+            &ctx.at("connection_balance_config.extend_balance"),
+            format!(
+                "connection balancer '{}' (connections go to the worker with the fewest, as exact_balance)",
+                e.name
+            ),
+        );
+    }
     #[allow(deprecated)]
     let use_original_dst = l.use_original_dst.as_ref().is_some_and(|b| b.value);
     let stat_prefix = format!("listener.{}", stat_address(&address));

@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 
+use super::balance::Balancer;
 use crate::model::listener::{ListenAddr, ListenerConfig};
 use crate::server::State;
 
@@ -164,11 +165,94 @@ fn bind_tcp(
     Ok(socket.into())
 }
 
+/// Where an accepted connection is served: the worker [`Balancer`] picks.
+struct Placement {
+    /// This accept loop's worker.
+    me: usize,
+    balancer: Arc<Balancer>,
+}
+
+impl Placement {
+    /// Serve `stream` on the worker with the fewest active connections: here, or moved to that
+    /// worker's runtime (deregistered from this event loop, registered on that one).
+    fn dispatch<S: Handoff>(&self, stream: S, current: &ArcSwap<Generation>, state: &Arc<State>) {
+        let target = self.balancer.pick(self.me);
+        let active = self.balancer.enter(target);
+        let generation = current.load_full();
+        let drain = generation.drain.subscribe();
+        let config = generation.config.clone();
+        let state = state.clone();
+        let handle = crate::workers::handles().get(target);
+        match handle {
+            Some(h) if target != self.me => match stream.into_std() {
+                Ok(std) => {
+                    h.spawn(async move {
+                        let _active = active;
+                        match S::from_std(std) {
+                            Ok(s) => s.serve(config, state, drain).await,
+                            Err(e) => tracing::warn!(error = %e, "cannot move a connection to worker {target}"),
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot move a connection to worker {target}"),
+            },
+            _ => {
+                tokio::spawn(async move {
+                    let _active = active;
+                    stream.serve(config, state, drain).await
+                });
+            }
+        }
+    }
+}
+
+/// A tokio stream that can leave one runtime's event loop for another's, and be served.
+trait Handoff: Sized + Send + 'static {
+    type Std: Send + 'static;
+    fn into_std(self) -> std::io::Result<Self::Std>;
+    fn from_std(s: Self::Std) -> std::io::Result<Self>;
+    fn serve(
+        self,
+        listener: Arc<ListenerConfig>,
+        state: Arc<State>,
+        drain: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static;
+}
+
+macro_rules! handoff {
+    ($stream:ty, $std:ty, $serve:path) => {
+        impl Handoff for $stream {
+            type Std = $std;
+            fn into_std(self) -> std::io::Result<$std> {
+                <$stream>::into_std(self)
+            }
+            fn from_std(s: $std) -> std::io::Result<Self> {
+                <$stream>::from_std(s)
+            }
+            fn serve(
+                self,
+                listener: Arc<ListenerConfig>,
+                state: Arc<State>,
+                drain: watch::Receiver<bool>,
+            ) -> impl std::future::Future<Output = ()> + Send + 'static {
+                $serve(self, listener, state, drain)
+            }
+        }
+    };
+}
+handoff!(TcpStream, std::net::TcpStream, super::serve_tcp);
+handoff!(
+    UnixStream,
+    std::os::unix::net::UnixStream,
+    super::serve_unix
+);
+
 async fn accept_tcp(
     listener: std::net::TcpListener,
     current: Arc<ArcSwap<Generation>>,
     state: Arc<State>,
     cx_total: metrics::Counter,
+    placement: Placement,
 ) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -187,14 +271,7 @@ async fn accept_tcp(
             }
         };
         cx_total.increment(1);
-        let generation = current.load_full();
-        let drain = generation.drain.subscribe();
-        tokio::spawn(super::serve_tcp(
-            stream,
-            generation.config.clone(),
-            state.clone(),
-            drain,
-        ));
+        placement.dispatch(stream, &current, &state);
     }
 }
 
@@ -211,12 +288,23 @@ async fn spawn_accept(
         source,
     };
     let cx_total = crate::stats::counter(format!("{}.downstream_cx_total", cfg.stat_prefix));
+    let balancer = Balancer::new(&cfg.stat_prefix, crate::workers::count());
+    let placement = |me| Placement {
+        me,
+        balancer: balancer.clone(),
+    };
     match &cfg.address {
         ListenAddr::Tcp(addr) => {
             let workers = crate::workers::handles();
             if workers.is_empty() {
                 let l = bind_tcp(*addr, false).map_err(err)?;
-                return Ok(vec![tokio::spawn(accept_tcp(l, current, state, cx_total))]);
+                return Ok(vec![tokio::spawn(accept_tcp(
+                    l,
+                    current,
+                    state,
+                    cx_total,
+                    placement(0),
+                ))]);
             }
             // Bind every socket before starting any loop, so a bind error leaves nothing behind.
             let first = bind_tcp(*addr, true).map_err(err)?;
@@ -228,12 +316,14 @@ async fn spawn_accept(
             Ok(sockets
                 .into_iter()
                 .zip(workers)
-                .map(|(l, h)| {
+                .enumerate()
+                .map(|(i, (l, h))| {
                     h.spawn(accept_tcp(
                         l,
                         current.clone(),
                         state.clone(),
                         cx_total.clone(),
+                        placement(i),
                     ))
                 })
                 .collect())
@@ -250,6 +340,8 @@ async fn spawn_accept(
                 std::os::unix::net::UnixListener::bind(path).map_err(err)?
             };
             std_l.set_nonblocking(true).map_err(err)?;
+            // One accept loop, on the first worker; the balancer spreads the connections.
+            let placement = placement(0);
             let task = async move {
                 let listener = match UnixListener::from_std(std_l) {
                     Ok(l) => l,
@@ -264,14 +356,7 @@ async fn spawn_accept(
                         continue;
                     };
                     cx_total.increment(1);
-                    let generation = current.load_full();
-                    let drain = generation.drain.subscribe();
-                    tokio::spawn(super::serve_unix(
-                        stream,
-                        generation.config.clone(),
-                        state.clone(),
-                        drain,
-                    ));
+                    placement.dispatch(stream, &current, &state);
                 }
             };
             Ok(vec![match crate::workers::handles().first() {

@@ -2,6 +2,7 @@
 //! ([`inspect`], [`original_dst`]), filter-chain selection ([`filter_chain`]), then hand-off to
 //! the chain's terminal network filter (tcp_proxy or the HTTP connection manager).
 
+pub mod balance;
 pub mod filter_chain;
 pub mod inspect;
 pub mod manager;

@@ -464,21 +464,26 @@ async fn keep_alive_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
     }
 }
 
-/// Per-worker `downstream_cx_active` of listener `addr` (its stat name) and the listener's
-/// total, from the admin `/stats` of a layer8 process.
-async fn worker_active(admin: u16, addr: &str) -> (Vec<u64>, u64) {
+/// The admin `/stats` of a layer8 process, as a lookup by stat name (0 when absent).
+async fn admin_stats(admin: u16) -> impl Fn(&str) -> u64 {
     let stats = tokio::task::spawn_blocking(move || blocking_get(admin, "/stats"))
         .await
         .expect("join")
         .expect("stats")
         .1;
-    let get = |name: &str| {
+    move |name: &str| {
         stats
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{name}: ")))
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0)
-    };
+    }
+}
+
+/// Per-worker `downstream_cx_active` of listener `addr` (its stat name) and the listener's
+/// total.
+async fn worker_active(admin: u16, addr: &str) -> (Vec<u64>, u64) {
+    let get = admin_stats(admin).await;
     let per = (0..2)
         .map(|i| get(&format!("listener.{addr}.worker_{i}.downstream_cx_active")))
         .collect();
@@ -535,6 +540,19 @@ async fn connections_balanced_over_workers() {
         let (per, total) = worker_active(admin, &tcp_stat).await;
         if total == 3 {
             assert_eq!(per.iter().sum::<u64>(), 3, "{per:?}");
+            let get = admin_stats(admin).await;
+            assert_eq!(
+                get(&format!("listener.{tcp_stat}.downstream_cx_destroy")),
+                5
+            );
+            let per_total: Vec<u64> = (0..2)
+                .map(|i| {
+                    get(&format!(
+                        "listener.{tcp_stat}.worker_{i}.downstream_cx_total"
+                    ))
+                })
+                .collect();
+            assert_eq!(per_total, [4, 4]);
             break;
         }
         assert!(std::time::Instant::now() < deadline, "still {total} active");

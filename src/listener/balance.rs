@@ -9,7 +9,8 @@
 //! worker that accepted it, so balanced load costs no hand-off. The counts are atomics, read and
 //! updated once per connection, never per request.
 //!
-//! Stats, as Envoy names them: `listener.<address>.downstream_cx_active`, and per worker
+//! Stats, as Envoy names them: `listener.<address>.downstream_cx_active` and `.downstream_cx_destroy`,
+//! and per worker
 //! `listener.<address>.worker_<id>.downstream_cx_active` and `.downstream_cx_total`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +21,7 @@ use std::sync::Arc;
 pub struct Balancer {
     workers: Box<[Worker]>,
     active: metrics::Gauge,
+    destroyed: metrics::Counter,
 }
 
 #[derive(Debug)]
@@ -43,6 +45,7 @@ impl Balancer {
                 })
                 .collect(),
             active: crate::stats::gauge(format!("{stat_prefix}.downstream_cx_active")),
+            destroyed: crate::stats::counter(format!("{stat_prefix}.downstream_cx_destroy")),
         })
     }
 
@@ -94,6 +97,7 @@ impl Drop for Active {
         w.active.fetch_sub(1, Ordering::Relaxed);
         w.active_gauge.decrement(1.0);
         self.balancer.active.decrement(1.0);
+        self.balancer.destroyed.increment(1);
     }
 }
 

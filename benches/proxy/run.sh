@@ -17,6 +17,9 @@
 #   BENCH_ROUNDS    run the whole target list this many times, interleaved, and report the
 #                   median RPS per target (default 1); on a noisy shared machine use 3
 #   BENCH_OUT       where to write the Markdown report (default benches/proxy/results-latest.md)
+#   BENCH_EXACT_BALANCE  1: the bootstrap asks for `connection_balance_config: exact_balance`,
+#                   so Envoy spreads connections over its workers by count as layer8 always does
+#                   (default 0: Envoy's default, the kernel's SO_REUSEPORT hash)
 #
 # Topology (everything on 127.0.0.1, free ports picked at run time):
 #   upstream: nginx, 1 worker, `return 200 "hello from upstream\n"` (20 bytes), HTTP/1.1
@@ -43,6 +46,7 @@ BENCH_SECONDS="${BENCH_SECONDS:-10}"
 BENCH_WARMUP="${BENCH_WARMUP:-1}"
 BENCH_TARGETS="${BENCH_TARGETS:-direct layer8 envoy nginx haproxy}"
 BENCH_ROUNDS="${BENCH_ROUNDS:-1}"
+BENCH_EXACT_BALANCE="${BENCH_EXACT_BALANCE:-0}"
 declare -A ALL=()
 BENCH_OUT="${BENCH_OUT:-$HERE/results-latest.md}"
 LAYER8_BIN="${LAYER8_BIN:-$ROOT/target/release/layer8}"
@@ -273,6 +277,10 @@ bench_target() {
 render_bootstrap() {  # $1 = out file, $2 = admin, $3 = proxy port
   sed -e "s/\${ADMIN_PORT}/$2/g" -e "s/\${PROXY_PORT}/$3/g" -e "s/\${UPSTREAM_PORT}/$UP_PORT/g" \
     "$HERE/bootstrap.yaml.tmpl" > "$1"
+  if [ "$BENCH_EXACT_BALANCE" = 1 ]; then
+    # After the listener's address: Envoy balances its workers' connections as layer8 always does.
+    sed -i "/port_value: $3 }/a\\    connection_balance_config: { exact_balance: {} }" "$1"
+  fi
 }
 
 # bench_envoy_like TARGET BIN EXTRA_ARGS
@@ -438,7 +446,7 @@ v() { local x="${R[$1]:-}"; echo "${x:-n/a}"; }
   echo "- kernel: $(uname -r)"
   echo "- load average at start: $LOADAVG_START (other CPU users skew every number below)"
   echo "- upstream: nginx, 1 worker, \`return 200\` with a $(printf '%s\n' "$EXPECTED_BODY" | wc -c)-byte body, HTTP/1.1 keep-alive"
-  echo "- proxies: \`--concurrency $CONCURRENCY\` (layer8, Envoy; same bootstrap), $CONCURRENCY workers (nginx), $CONCURRENCY threads (haproxy); HTTP/1.1 keep-alive to the upstream"
+  echo "- proxies: \`--concurrency $CONCURRENCY\` (layer8, Envoy; same bootstrap), $CONCURRENCY workers (nginx), $CONCURRENCY threads (haproxy); HTTP/1.1 keep-alive to the upstream$([ "$BENCH_EXACT_BALANCE" = 1 ] && echo "; the bootstrap sets \`connection_balance_config: exact_balance\`")"
   echo "- wrk: \`-t$WRK_THREADS -c$WRK_CONNS -d${BENCH_SECONDS}s --latency\` (HTTP/1.1 keep-alive)"
   echo "- h2load: \`-t$H2_THREADS -c$H2_CLIENTS -m$H2_STREAMS -D $BENCH_SECONDS\` (h2c prior knowledge, $((H2_CLIENTS * H2_STREAMS)) concurrent streams); p50/p99 from its per-request log"
   echo "- warm-up: ${BENCH_WARMUP}s per tool and target (not measured); load generator, proxy and upstream share the $(nproc) cores"

@@ -296,7 +296,16 @@ fn extract_tags(name: &str) -> (String, Vec<(String, String)>) {
             // Cluster and listener names may contain dots; the stat suffix is the last segment(s)
             // after a known name, so split at the last dot.
             if let Some((scope, stat)) = tail.rsplit_once('.') {
-                if !(prefix == "http." && stat.starts_with("rds")) {
+                // Per-worker listener stats: `listener.<address>.worker_<id>.<stat>`.
+                let worker = (prefix == "listener.")
+                    .then(|| scope.rsplit_once(".worker_"))
+                    .flatten()
+                    .filter(|(_, id)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+                if let Some((address, id)) = worker {
+                    tags.push(("envoy_worker_id".to_string(), id.to_string()));
+                    tags.push((tag.to_string(), address.to_string()));
+                    rest = format!("listener.worker_{stat}");
+                } else if !(prefix == "http." && stat.starts_with("rds")) {
                     tags.push((tag.to_string(), scope.to_string()));
                     rest = format!("{}{stat}", prefix);
                 }
@@ -411,6 +420,20 @@ mod tests {
                     ("envoy_response_code".into(), "200".into())
                 ]
             )
+        );
+        assert_eq!(
+            extract_tags("listener.127.0.0.1_15001.worker_1.downstream_cx_active"),
+            (
+                "envoy_listener_worker_downstream_cx_active".into(),
+                vec![
+                    ("envoy_worker_id".into(), "1".into()),
+                    ("envoy_listener_address".into(), "127.0.0.1_15001".into())
+                ]
+            )
+        );
+        assert_eq!(
+            extract_tags("listener.127.0.0.1_15001.downstream_cx_active").1,
+            vec![("envoy_listener_address".into(), "127.0.0.1_15001".into())]
         );
         assert_eq!(
             extract_tags("server.state"),

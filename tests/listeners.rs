@@ -530,6 +530,17 @@ async fn connections_balanced_over_workers() {
         conns.push(s);
     }
     assert_eq!(worker_active(admin, &tcp_stat).await, (vec![4, 4], 8));
+    let prom = tokio::task::spawn_blocking(move || blocking_get(admin, "/stats/prometheus"))
+        .await
+        .expect("join")
+        .expect("prometheus")
+        .1;
+    for w in 0..2 {
+        let line = format!(
+            "envoy_listener_worker_downstream_cx_active{{envoy_worker_id=\"{w}\",envoy_listener_address=\"{tcp_stat}\"}} 4"
+        );
+        assert!(prom.lines().any(|l| l == line), "no `{line}` in:\n{prom}");
+    }
     for s in &mut conns {
         assert_eq!(keep_alive_get(s).await, "balanced");
     }

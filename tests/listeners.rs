@@ -589,3 +589,50 @@ async fn connections_balanced_over_workers() {
         assert_eq!(keep_alive_get(s).await, "balanced-unix");
     }
 }
+
+/// `connection_balance_config`: `exact_balance` is what layer8 does anyway (no note);
+/// `extend_balance` (a balancer extension) is noted with its field path, and the listener serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_balance_config_exact_is_silent_extend_is_noted() {
+    let (admin, exact, extend) = (free_port(), free_port(), free_port());
+    let listeners = format!(
+        "{}{}",
+        listener(
+            "exact",
+            "127.0.0.1",
+            exact,
+            "",
+            &direct_chain("{}", "exact"),
+            "    connection_balance_config: { exact_balance: {} }\n",
+        ),
+        listener(
+            "extend",
+            "127.0.0.1",
+            extend,
+            "",
+            &direct_chain("{}", "extend"),
+            "    connection_balance_config:\n      extend_balance:\n        name: envoy.network.connection_balance.dlb\n        typed_config: { \"@type\": type.googleapis.com/xds.type.v3.TypedStruct }\n",
+        ),
+    );
+    let l8 = start_in_process(&bootstrap(admin, &listeners, "    []\n")).await;
+    let notes: Vec<&String> = l8
+        .state
+        .notes
+        .skipped
+        .iter()
+        .filter(|n| n.contains("connection_balance_config"))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("listener 'extend': connection_balance_config.extend_balance: ")
+            && notes[0].contains("'envoy.network.connection_balance.dlb'"),
+        "{}",
+        notes[0]
+    );
+    for (port, body) in [(exact, "exact"), (extend, "extend")] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        assert_eq!(keep_alive_get(&mut s).await, body);
+    }
+}

@@ -52,21 +52,16 @@ impl Balancer {
     /// The worker a connection accepted on worker `me` should be served on: the one with the
     /// fewest active connections, `me` itself when none has fewer.
     pub fn pick(&self, me: usize) -> usize {
-        let load = |i: usize| {
-            self.workers
-                .get(i)
-                .map_or(usize::MAX, |w| w.active.load(Ordering::Relaxed))
-        };
-        let mut best = me.min(self.workers.len() - 1);
-        let mut best_load = load(best);
-        for i in 0..self.workers.len() {
-            let l = load(i);
-            if l < best_load {
-                best = i;
-                best_load = l;
-            }
+        let load = |i: usize| self.workers[i].active.load(Ordering::Relaxed);
+        let me = me.min(self.workers.len() - 1);
+        let least = (0..self.workers.len())
+            .min_by_key(|&i| load(i))
+            .unwrap_or(me);
+        if load(least) < load(me) {
+            least
+        } else {
+            me
         }
-        best
     }
 
     /// Count a connection on `worker` until the returned guard drops (the connection ends).

@@ -6,7 +6,10 @@
 //! redis-benchmark is) posting framed unary gRPC requests; percentiles come from its per-request
 //! log. Rows: `RUNTIME_BENCH_CLIENTS` connections (default 16) with one call in flight on each
 //! (as `redis-benchmark -c 16`), then 4 in flight, then a single connection;
-//! `RUNTIME_BENCH_REQUESTS` calls per row (default 200 000). Markdown table on stdout.
+//! `RUNTIME_BENCH_REQUESTS` calls per row (default 200 000; a quarter of that for the
+//! single-connection Redis rows). The Redis rows and their redis-benchmark twins run in
+//! `RUNTIME_BENCH_ROUNDS` rounds (default 3), and the p99 ratios are reported as medians over
+//! the rounds. Markdown tables on stdout.
 //!
 //! Two more kinds of row put the Redis-backed numbers in context:
 //! - **HTTP/2 floor**: the same h2load requests against nginx answering `return 200` over h2c
@@ -15,7 +18,8 @@
 //!   listener (Layotto's `pipe` option) instead of loopback TCP; Redis is still reached over TCP.
 //!
 //! `cargo bench --bench runtime_state` (needs redis-server, redis-benchmark and h2load:
-//! `bash .ci/install-deps.sh`). `LAYER8_BIN=target/pgo/release/layer8` measures the PGO build
+//! `bash .ci/install-deps.sh`). `RUNTIME_BENCH_SPREAD=1` gives the runtime listeners
+//! `connection_balance_config: exact_balance`, spreading their connections over the workers. `LAYER8_BIN=target/pgo/release/layer8` measures the PGO build
 //! of `benches/pgo.sh` instead of the one cargo builds.
 
 use std::collections::HashMap;
@@ -91,17 +95,25 @@ fn start_layer8(
         "memory": {"type": "in-memory"},
         "redis": {"type": "redis", "metadata": {"redisHost": format!("127.0.0.1:{redis}")}}
     }}}}}]}]);
+    let mut listeners = serde_json::json!([{
+        "name": "runtime",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": grpc}},
+        "filter_chains": chains
+    }, {
+        "name": "runtime_uds",
+        "address": {"pipe": {"path": sock.display().to_string()}},
+        "filter_chains": chains
+    }]);
+    // A runtime listener keeps its connections on the first worker; `RUNTIME_BENCH_SPREAD=1`
+    // spreads them over the workers instead, as a proxy listener does.
+    if std::env::var("RUNTIME_BENCH_SPREAD").is_ok_and(|v| v == "1") {
+        for l in listeners.as_array_mut().into_iter().flatten() {
+            l["connection_balance_config"] = serde_json::json!({"exact_balance": {}});
+        }
+    }
     let cfg = serde_json::json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {"listeners": [{
-            "name": "runtime",
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": grpc}},
-            "filter_chains": chains
-        }, {
-            "name": "runtime_uds",
-            "address": {"pipe": {"path": sock.display().to_string()}},
-            "filter_chains": chains
-        }]}
+        "static_resources": {"listeners": listeners}
     });
     let path =
         std::env::temp_dir().join(format!("layer8-runtime-bench-{}.json", std::process::id()));
@@ -330,9 +342,19 @@ fn redis_benchmark(port: u16, clients: usize, n: u64, cmd: &[&str]) -> Row {
     }
 }
 
+/// `1.87x [1.80, 1.87, 2.10]`: the median of `ratios` and each of them.
+fn summary(ratios: &[f64]) -> String {
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    format!("{median:.2}x [{}]", each.join(", "))
+}
+
 fn main() {
     let clients = env("RUNTIME_BENCH_CLIENTS", 16) as usize;
     let n = env("RUNTIME_BENCH_REQUESTS", 200_000);
+    let rounds = env("RUNTIME_BENCH_ROUNDS", 3).max(1) as usize;
     let concurrencies: Vec<usize> = std::env::var("RUNTIME_BENCH_CONCURRENCY")
         .unwrap_or_else(|_| "1,2".into())
         .split(',')
@@ -400,42 +422,67 @@ fn main() {
                 row(&format!("{name}, in-memory, {conns} conn x {inflight}"), &r);
             }
         }
+        // The Redis rows run in rounds, each round the layer8 rows and redis-benchmark back to
+        // back, so that a noisy moment of the shared host lands in one round, not in one side.
         let mut ratios = Vec::new();
         for (op, name, cmd, extra) in [
             (Op::Get, "GetState", &hmget[..], None),
             (Op::Save, "SaveState", &evalsha[..], Some(&hset[..])),
         ] {
             for conns in [clients, 1] {
-                let r = h2load(tcp, op, "redis", conns, 1, n);
-                row(&format!("{name}, Redis, {conns} conn x 1"), &r);
-                let u = h2load(unix, op, "redis", conns, 1, n);
-                row(
-                    &format!("{name}, Redis, app over Unix socket, {conns} conn x 1"),
-                    &u,
-                );
-                let b = redis_benchmark(redis_port, conns, n, cmd);
-                row(&format!("redis-benchmark -c {conns} {}", cmd[0]), &b);
+                // One connection is 5-10x slower: a quarter of the calls still gives p99 from
+                // hundreds of samples.
+                let calls = if conns == 1 { n / 4 } else { n };
+                let (mut tcp_x, mut unix_x, mut extra_x) = (Vec::new(), Vec::new(), Vec::new());
+                for round in 1..=rounds {
+                    let r = h2load(tcp, op, "redis", conns, 1, calls);
+                    row(
+                        &format!("{name}, Redis, {conns} conn x 1, round {round}"),
+                        &r,
+                    );
+                    let u = h2load(unix, op, "redis", conns, 1, calls);
+                    row(
+                        &format!(
+                            "{name}, Redis, app over Unix socket, {conns} conn x 1, round {round}"
+                        ),
+                        &u,
+                    );
+                    let b = redis_benchmark(redis_port, conns, calls, cmd);
+                    row(
+                        &format!("redis-benchmark -c {conns} {}, round {round}", cmd[0]),
+                        &b,
+                    );
+                    tcp_x.push(ratio(&r, &b));
+                    unix_x.push(ratio(&u, &b));
+                    if let Some(extra) = extra {
+                        let e = redis_benchmark(redis_port, conns, calls, extra);
+                        row(
+                            &format!("redis-benchmark -c {conns} {}, round {round}", extra[0]),
+                            &e,
+                        );
+                        extra_x.push((ratio(&r, &e), ratio(&u, &e)));
+                    }
+                }
                 let mut line = format!(
-                    "{name} -c {conns}: {:.2}x (Unix socket {:.2}x)",
-                    ratio(&r, &b),
-                    ratio(&u, &b)
+                    "| {name}, {conns} conn | {} | {} |",
+                    summary(&tcp_x),
+                    summary(&unix_x)
                 );
-                if let Some(extra) = extra {
-                    let e = redis_benchmark(redis_port, conns, n, extra);
-                    row(&format!("redis-benchmark -c {conns} {}", extra[0]), &e);
+                if extra.is_some() {
+                    let (t, u): (Vec<f64>, Vec<f64>) = extra_x.into_iter().unzip();
                     line += &format!(
-                        " [against {}: {:.2}x, Unix socket {:.2}x]",
-                        extra[0],
-                        ratio(&r, &e),
-                        ratio(&u, &e)
+                        "\n| {name}, {conns} conn, against a bare HSET | {} | {} |",
+                        summary(&t),
+                        summary(&u)
                     );
                 }
                 ratios.push(line);
             }
         }
         println!(
-            "\nRedis-backed p99 / redis-benchmark p99: {}",
-            ratios.join(", ")
+            "\nRedis-backed p99 / redis-benchmark p99 (same command), median of {rounds} rounds \
+             (each round's ratio in brackets):\n\n| | TCP | app over Unix socket |\n|---|---|---|\n{}",
+            ratios.join("\n")
         );
         drop(l8);
     }

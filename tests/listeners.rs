@@ -590,6 +590,71 @@ async fn connections_balanced_over_workers() {
     }
 }
 
+/// A listener that only serves the runtime API keeps its connections on the first worker (its
+/// calls then share that worker's store connections); with `connection_balance_config` it spreads
+/// them as a proxy listener does. Two workers, six gRPC channels to each, opened one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_listener_keeps_its_connections_on_one_worker() {
+    use common::runtime::{client, memory_config, runtime_listener};
+    use layer8::runtime::proto::rt;
+    let (admin, grpc, actuator, spread) = (free_port(), free_port(), free_port(), free_port());
+    let mut balanced = runtime_listener(
+        "runtime_spread",
+        serde_json::json!({"socket_address": {"address": "127.0.0.1", "port_value": spread}}),
+        memory_config(serde_json::json!({})),
+    );
+    balanced["connection_balance_config"] = serde_json::json!({"exact_balance": {}});
+    let config = common::runtime::bootstrap(
+        admin,
+        grpc,
+        actuator,
+        memory_config(serde_json::json!({})),
+        vec![balanced],
+        vec![],
+    );
+    let _l8 = start_process(
+        layer8_bin(),
+        &config,
+        "json",
+        admin,
+        &["--concurrency", "2"],
+    );
+    for (port, expect) in [(grpc, [6, 0]), (spread, [3, 3])] {
+        let mut clients = Vec::new();
+        for i in 0..6 {
+            let mut c = client(port).await;
+            let hello = c
+                .say_hello(rt::SayHelloRequest {
+                    service_name: "helloworld".into(),
+                    name: format!("app {i}"),
+                    data: None,
+                })
+                .await
+                .expect("SayHello")
+                .into_inner();
+            assert_eq!(hello.hello, format!("greeting, app {i}"));
+            clients.push(c);
+        }
+        let stat = format!("127.0.0.1_{port}");
+        assert_eq!(
+            worker_active(admin, &stat).await,
+            (expect.to_vec(), 6),
+            "listener {stat}"
+        );
+        for c in &mut clients {
+            let hello = c
+                .say_hello(rt::SayHelloRequest {
+                    service_name: "helloworld".into(),
+                    name: "again".into(),
+                    data: None,
+                })
+                .await
+                .expect("SayHello again");
+            assert_eq!(hello.into_inner().hello, "greeting, again");
+        }
+    }
+}
+
 /// `connection_balance_config`: `exact_balance` is what layer8 does anyway (no note);
 /// `extend_balance` (a balancer extension) is noted with its field path, and the listener serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

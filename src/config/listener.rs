@@ -73,7 +73,8 @@ pub fn translate(l: &pb::Listener, notes: &mut Notes) -> Result<ListenerConfig, 
             );
         }
     }
-    // layer8 always balances as `exact_balance` does (see `listener::balance`).
+    // With `connection_balance_config`, layer8 balances as `exact_balance` does (see
+    // `listener::balance`).
     if let Some(pb::listener::connection_balance_config::BalanceType::ExtendBalance(e)) = l
         .connection_balance_config
         .as_ref()
@@ -117,7 +118,21 @@ pub fn translate(l: &pb::Listener, notes: &mut Notes) -> Result<ListenerConfig, 
             }
         }
     }
+    // Proxy listeners spread their connections over the workers; a listener that only serves
+    // the runtime API keeps them on one worker unless `connection_balance_config` asks to spread.
+    let mut terminals = chains
+        .iter()
+        .chain(default_chain.iter())
+        .map(|c| &c.terminal);
+    let runtime_only = terminals.clone().next().is_some()
+        && terminals.all(|t| matches!(t, NetworkFilter::Runtime(_)));
+    let placement = if runtime_only && l.connection_balance_config.is_none() {
+        WorkerPlacement::FirstWorker
+    } else {
+        WorkerPlacement::Spread
+    };
     Ok(ListenerConfig {
+        placement,
         access_logs,
         name: l.name.clone(),
         stat_prefix,

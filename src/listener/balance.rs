@@ -9,6 +9,14 @@
 //! worker that accepted it, so balanced load costs no hand-off. The counts are atomics, read and
 //! updated once per connection, never per request.
 //!
+//! A listener that only serves the runtime API is the exception
+//! ([`WorkerPlacement::FirstWorker`](crate::model::listener::WorkerPlacement)): unless it has a
+//! `connection_balance_config`, all its connections stay on the first worker. The runtime's calls
+//! are short and wait on a store; on one worker they share one pipelined connection per store
+//! and wake one thread. Spread over two workers of a two-core host, the same Redis calls made
+//! several times the context switches per call, up to twice the Redis syscalls, and ran slower
+//! with a longer tail (`benches/runtime_cpu.sh`, docs/benchmarks.md).
+//!
 //! Stats, as Envoy names them: `listener.<address>.downstream_cx_active` and `.downstream_cx_destroy`,
 //! and per worker
 //! `listener.<address>.worker_<id>.downstream_cx_active` and `.downstream_cx_total`.

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 
 use super::balance::Balancer;
-use crate::model::listener::{ListenAddr, ListenerConfig};
+use crate::model::listener::{ListenAddr, ListenerConfig, WorkerPlacement};
 use crate::server::State;
 
 /// One config generation of a listener: connections accepted under it drain together.
@@ -165,18 +165,24 @@ fn bind_tcp(
     Ok(socket.into())
 }
 
-/// Where an accepted connection is served: the worker [`Balancer`] picks.
+/// Where an accepted connection is served: the worker [`Balancer`] picks, or this one.
 struct Placement {
     /// This accept loop's worker.
     me: usize,
     balancer: Arc<Balancer>,
+    /// Whether connections move to the worker with the fewest (else they stay on `me`).
+    spread: bool,
 }
 
 impl Placement {
     /// Serve `stream` on the worker with the fewest active connections: here, or moved to that
     /// worker's runtime (deregistered from this event loop, registered on that one).
     fn dispatch<S: Handoff>(&self, stream: S, current: &ArcSwap<Generation>, state: &Arc<State>) {
-        let target = self.balancer.pick(self.me);
+        let target = if self.spread {
+            self.balancer.pick(self.me)
+        } else {
+            self.me
+        };
         let active = self.balancer.enter(target);
         let generation = current.load_full();
         let drain = generation.drain.subscribe();
@@ -292,6 +298,7 @@ async fn spawn_accept(
     let placement = |me| Placement {
         me,
         balancer: balancer.clone(),
+        spread: cfg.placement == WorkerPlacement::Spread,
     };
     match &cfg.address {
         ListenAddr::Tcp(addr) => {
@@ -307,10 +314,15 @@ async fn spawn_accept(
                 ))]);
             }
             // Bind every socket before starting any loop, so a bind error leaves nothing behind.
+            // A listener whose connections all go to the first worker needs only its socket.
             let first = bind_tcp(*addr, true).map_err(err)?;
             let bound = first.local_addr().map_err(err)?;
             let mut sockets = vec![first];
-            for _ in 1..workers.len() {
+            let accepting = match cfg.placement {
+                WorkerPlacement::Spread => workers.len(),
+                WorkerPlacement::FirstWorker => 1,
+            };
+            for _ in 1..accepting {
                 sockets.push(bind_tcp(bound, true).map_err(err)?);
             }
             Ok(sockets
@@ -340,7 +352,8 @@ async fn spawn_accept(
                 std::os::unix::net::UnixListener::bind(path).map_err(err)?
             };
             std_l.set_nonblocking(true).map_err(err)?;
-            // One accept loop, on the first worker; the balancer spreads the connections.
+            // One accept loop, on the first worker; the balancer spreads the connections (when
+            // the listener's placement says so).
             let placement = placement(0);
             let task = async move {
                 let listener = match UnixListener::from_std(std_l) {

@@ -53,6 +53,19 @@ pub struct ListenerConfig {
     pub config_hash: u64,
     /// `access_log`: a line per connection no filter chain accepted (flag `NR`).
     pub access_logs: Arc<crate::access_log::AccessLogs>,
+    /// Which worker serves each accepted connection.
+    pub placement: WorkerPlacement,
+}
+
+/// Which worker serves a listener's connections (see `listener::balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerPlacement {
+    /// The worker with the fewest active connections of the listener (Envoy's `exact_balance`).
+    Spread,
+    /// All on the first worker: a listener that only serves the runtime API and has no
+    /// `connection_balance_config`. Its calls then share that worker's store connections (one
+    /// Redis pipeline instead of one per worker) and wake one thread instead of several.
+    FirstWorker,
 }
 
 impl ListenerConfig {

@@ -9,7 +9,9 @@
 #
 # Environment: CONNS (h2load connections, one call in flight on each; default 16), CALLS
 # (default 100000), CONCURRENCY (layer8 --concurrency, default 1), STORE (redis or memory),
-# LAYER8_BIN (default target/release/layer8).
+# LAYER8_BIN (default target/release/layer8), SPREAD=1 (the runtime listener gets
+# `connection_balance_config: exact_balance`, spreading its connections over the workers instead
+# of keeping them on the first).
 # Needs h2load, redis-server, redis-benchmark, perf (`apt-get install linux-perf`) and python3.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,6 +20,8 @@ CONNS="${CONNS:-16}"
 CALLS="${CALLS:-100000}"
 CONCURRENCY="${CONCURRENCY:-1}"
 STORE="${STORE:-redis}"
+BALANCE=""
+[ "${SPREAD:-0}" = 1 ] && BALANCE='"connection_balance_config": {"exact_balance": {}},'
 LAYER8_BIN="${LAYER8_BIN:-$ROOT/target/release/layer8}"
 PATH="$PATH:/usr/sbin:/sbin"
 for t in h2load redis-server redis-benchmark perf python3; do
@@ -37,7 +41,7 @@ RPID=$!; PIDS+=("$RPID")
 cat > "$WORK/config.json" <<JSON
 {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": $ADMIN}}},
  "static_resources": {"listeners": [{"name": "runtime",
-  "address": {"socket_address": {"address": "127.0.0.1", "port_value": $GRPC}},
+  "address": {"socket_address": {"address": "127.0.0.1", "port_value": $GRPC}}, $BALANCE
   "filter_chains": [{"filters": [{"name": "layer8.runtime", "typed_config": {
    "@type": "type.googleapis.com/xds.type.v3.TypedStruct", "type_url": "layer8.runtime.v1.Runtime",
    "value": {"grpc_config": {"state": {"memory": {"type": "in-memory"},
@@ -68,7 +72,7 @@ run -n "$CALLS" --log-file="$WORK/latency.log" > "$WORK/h2load.txt"
 read -r U1 S1 < <(cut -d' ' -f14,15 "/proc/$LPID/stat")
 kill -INT "$PERF1" "$PERF2"; wait "$PERF1" "$PERF2" || true
 grep -q "$CALLS succeeded" "$WORK/h2load.txt" || { cat "$WORK/h2load.txt" >&2; exit 1; }
-echo "GetState on $STORE, layer8 --concurrency $CONCURRENCY, $CONNS connection(s) x 1, $CALLS calls"
+echo "GetState on $STORE, layer8 --concurrency $CONCURRENCY${BALANCE:+ (spread)}, $CONNS connection(s) x 1, $CALLS calls"
 echo "  $(grep -o '[0-9.]* req/s' "$WORK/h2load.txt")"
 python3 - "$WORK/latency.log" "$CALLS" "$(getconf CLK_TCK)" "$U0" "$S0" "$U1" "$S1" <<'PY'
 import sys

@@ -28,8 +28,10 @@ async fn hello_and_lifecycle() {
             data: Some(any.clone()),
         })
         .await
-        .expect("SayHello")
-        .into_inner();
+        .expect("SayHello");
+    // As grpc-go's server (Layotto's), no `date` header.
+    assert!(h.metadata().get("date").is_none(), "{:?}", h.metadata());
+    let h = h.into_inner();
     assert_eq!(h.hello, "greeting, layer8");
     assert_eq!(h.data, Some(any));
     let e = c

@@ -210,8 +210,11 @@ pub async fn serve<S>(
         }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // No `date` header: gRPC servers (grpc-go under Layotto, Dapr) send none, and it would be
+    // one more header to encode on every reply.
     builder
         .timer(hyper_util::rt::TokioTimer::new())
+        .auto_date_header(false)
         .max_concurrent_streams(1024)
         .keep_alive_interval(Some(std::time::Duration::from_secs(60)));
     let conn = builder.serve_connection(TokioIo::new(stream), svc);

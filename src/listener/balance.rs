@@ -13,9 +13,9 @@
 //! ([`WorkerPlacement::FirstWorker`](crate::model::listener::WorkerPlacement)): unless it has a
 //! `connection_balance_config`, all its connections stay on the first worker. The runtime's calls
 //! are short and wait on a store; on one worker they share one pipelined connection per store
-//! and wake one thread. Spread over two workers of a two-core host, the same Redis calls made
-//! several times the context switches per call, up to twice the Redis syscalls, and ran slower
-//! with a longer tail (`benches/runtime_cpu.sh`, docs/benchmarks.md).
+//! and wake one thread. Spread over the two workers of a two-core host, the same Redis calls
+//! cost 22-30% more CPU each, made 4-12 times the context switches, and ran 19-31% fewer per
+//! second with a longer tail (`benches/runtime_cpu.sh`, docs/benchmarks.md).
 //!
 //! Stats, as Envoy names them: `listener.<address>.downstream_cx_active` and `.downstream_cx_destroy`,
 //! and per worker

@@ -175,8 +175,8 @@ struct Placement {
 }
 
 impl Placement {
-    /// Serve `stream` on the worker with the fewest active connections: here, or moved to that
-    /// worker's runtime (deregistered from this event loop, registered on that one).
+    /// Serve `stream` here, or, when spreading and another worker has fewer active connections,
+    /// on that worker's runtime (deregistered from this event loop, registered on that one).
     fn dispatch<S: Handoff>(&self, stream: S, current: &ArcSwap<Generation>, state: &Arc<State>) {
         let target = if self.spread {
             self.balancer.pick(self.me)

@@ -619,38 +619,31 @@ async fn runtime_listener_keeps_its_connections_on_one_worker() {
         admin,
         &["--concurrency", "2"],
     );
+    let hello = |name: String| rt::SayHelloRequest {
+        service_name: "helloworld".into(),
+        name,
+        data: None,
+    };
     for (port, expect) in [(grpc, [6, 0]), (spread, [3, 3])] {
         let mut clients = Vec::new();
         for i in 0..6 {
             let mut c = client(port).await;
-            let hello = c
-                .say_hello(rt::SayHelloRequest {
-                    service_name: "helloworld".into(),
-                    name: format!("app {i}"),
-                    data: None,
-                })
-                .await
-                .expect("SayHello")
-                .into_inner();
-            assert_eq!(hello.hello, format!("greeting, app {i}"));
+            let r = c.say_hello(hello(format!("app {i}"))).await;
+            assert_eq!(
+                r.expect("SayHello").into_inner().hello,
+                format!("greeting, app {i}")
+            );
             clients.push(c);
         }
         let stat = format!("127.0.0.1_{port}");
-        assert_eq!(
-            worker_active(admin, &stat).await,
-            (expect.to_vec(), 6),
-            "listener {stat}"
-        );
+        let active = worker_active(admin, &stat).await;
+        assert_eq!(active, (expect.to_vec(), 6), "listener {stat}");
         for c in &mut clients {
-            let hello = c
-                .say_hello(rt::SayHelloRequest {
-                    service_name: "helloworld".into(),
-                    name: "again".into(),
-                    data: None,
-                })
-                .await
-                .expect("SayHello again");
-            assert_eq!(hello.into_inner().hello, "greeting, again");
+            let r = c.say_hello(hello("again".into())).await;
+            assert_eq!(
+                r.expect("SayHello again").into_inner().hello,
+                "greeting, again"
+            );
         }
     }
 }

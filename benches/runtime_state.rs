@@ -19,8 +19,9 @@
 //!
 //! `cargo bench --bench runtime_state` (needs redis-server, redis-benchmark and h2load:
 //! `bash .ci/install-deps.sh`). `RUNTIME_BENCH_SPREAD=1` gives the runtime listeners
-//! `connection_balance_config: exact_balance`, spreading their connections over the workers. `LAYER8_BIN=target/pgo/release/layer8` measures the PGO build
-//! of `benches/pgo.sh` instead of the one cargo builds.
+//! `connection_balance_config: exact_balance`, spreading their connections over the workers.
+//! `LAYER8_BIN=target/pgo/release/layer8` measures the PGO build of `benches/pgo.sh` instead of
+//! the one cargo builds.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};

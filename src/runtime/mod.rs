@@ -184,11 +184,17 @@ pub async fn serve<S>(
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let method = rpc_stats.for_path(req.uri().path()).clone();
         method.total.increment(1);
-        let req = req.map(tonic::body::boxed);
+        // The `Runtime` service reads hyper's body as it is; the rarely called services behind
+        // `routes` take a boxed body, and their future is boxed so that it does not enlarge
+        // every call's task.
         let call = if req.uri().path().starts_with(RUNTIME_PATH) {
             Either::Left(tonic::codegen::Service::call(&mut runtime.clone(), req))
         } else {
-            Either::Right(tonic::codegen::Service::call(&mut routes.clone(), req))
+            let req = req.map(tonic::body::boxed);
+            Either::Right(Box::pin(tonic::codegen::Service::call(
+                &mut routes.clone(),
+                req,
+            )))
         };
         async move {
             let resp = match call {

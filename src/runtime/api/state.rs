@@ -72,7 +72,7 @@ pub async fn get(s: &Shared, r: rt::GetStateRequest) -> Result<rt::GetStateRespo
         )
     })? {
         Some(v) => Ok(rt::GetStateResponse {
-            data: v.data.to_vec(),
+            data: v.data.into(),
             etag: v.etag,
             metadata: Default::default(),
         }),
@@ -100,7 +100,7 @@ pub async fn get_bulk(
             match st.inner.get(&stored).await {
                 Ok(Some(v)) => rt::BulkStateItem {
                     key,
-                    data: v.data.to_vec(),
+                    data: v.data.into(),
                     etag: v.etag,
                     ..Default::default()
                 },

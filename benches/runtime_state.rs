@@ -16,6 +16,10 @@
 //!   (no store, no gRPC): what the client-to-sidecar leg alone costs with a fast C server.
 //! - **Unix socket**: GetState and SaveState with the app leg over the runtime's Unix-socket
 //!   listener (Layotto's `pipe` option) instead of loopback TCP; Redis is still reached over TCP.
+//! - **One proxy hop**: `redis-benchmark` through layer8's `tcp_proxy`, Envoy's `tcp_proxy` and
+//!   Envoy's `redis_proxy` (one worker each, one bootstrap), beside it straight to Redis: what a
+//!   sidecar hop alone costs here, with no HTTP/2 or gRPC. Envoy comes from `ENVOY_BIN`, `PATH`
+//!   or the venv of `.ci/install-deps.sh`; without one its rows are left out.
 //!
 //! `cargo bench --bench runtime_state` (needs redis-server, redis-benchmark and h2load:
 //! `bash .ci/install-deps.sh`). `RUNTIME_BENCH_SPREAD=1` gives the runtime listeners
@@ -172,6 +176,79 @@ http {{
         .unwrap_or_else(|e| panic!("nginx: {e} (bash .ci/install-deps.sh)"));
     wait_port(port);
     Killed(child)
+}
+
+/// The Envoy binary: `ENVOY_BIN`, else `envoy` on `PATH`, else the venv of
+/// `.ci/install-deps.sh`; `None` when there is none.
+fn envoy_bin() -> Option<std::path::PathBuf> {
+    if let Ok(bin) = std::env::var("ENVOY_BIN") {
+        return Some(bin.into());
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("envoy"))
+        .find(|b| b.exists());
+    let tools = std::env::var("LAYER8_TOOLS")
+        .map(std::path::PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| format!("{h}/.cache/layer8-tools").into()));
+    on_path.or_else(|| {
+        tools
+            .ok()
+            .map(|t| t.join("venv/bin/envoy"))
+            .filter(|b| b.exists())
+    })
+}
+
+/// A proxy (`bin`: layer8 or Envoy) on one worker, serving `listeners` (name, port, network
+/// filter) in front of the Redis at `redis`, from the same Envoy bootstrap.
+fn start_hop(
+    bin: &std::path::Path,
+    tag: &str,
+    listeners: &[(&str, u16, serde_json::Value)],
+    redis: u16,
+) -> Killed {
+    let ports: Vec<u16> = listeners.iter().map(|(_, port, _)| *port).collect();
+    let listeners: Vec<_> = listeners
+        .iter()
+        .map(|(name, port, filter)| {
+            serde_json::json!({
+                "name": name,
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [filter]}]
+            })
+        })
+        .collect();
+    let cfg = serde_json::json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": free_port()}}},
+        "static_resources": {"listeners": listeners, "clusters": [{
+            "name": "redis", "connect_timeout": "1s", "type": "STATIC",
+            "load_assignment": {"cluster_name": "redis", "endpoints": [{"lb_endpoints": [{"endpoint":
+                {"address": {"socket_address": {"address": "127.0.0.1", "port_value": redis}}}}]}]}
+        }]}
+    });
+    let path = std::env::temp_dir().join(format!(
+        "layer8-runtime-bench-{tag}-{}.json",
+        std::process::id()
+    ));
+    std::fs::write(&path, cfg.to_string()).expect("write hop config");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c")
+        .arg(&path)
+        .args(["--concurrency", "1", "-l", "error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if tag == "envoy" {
+        cmd.arg("--disable-hot-restart");
+    }
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let killed = Killed(child);
+    for port in ports {
+        wait_port(port);
+    }
+    killed
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -352,6 +429,91 @@ fn summary(ratios: &[f64]) -> String {
     format!("{median:.2}x [{}]", each.join(", "))
 }
 
+/// One proxy hop, no gRPC: `redis-benchmark` straight to Redis, then through layer8's
+/// `tcp_proxy`, Envoy's `tcp_proxy` and Envoy's `redis_proxy` (each on one worker), round by
+/// round. What a sidecar hop alone costs on this host, the floor under the Redis rows' ratios.
+/// Envoy's rows are left out when there is no Envoy binary.
+fn hop_floor(redis: u16, clients: usize, n: u64, rounds: usize, cmd: &[&str]) {
+    let tcp_proxy = serde_json::json!({"name": "envoy.filters.network.tcp_proxy", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": "redis_tcp", "cluster": "redis"}});
+    let redis_proxy = serde_json::json!({"name": "envoy.filters.network.redis_proxy", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
+        "stat_prefix": "redis", "settings": {"op_timeout": "5s"},
+        "prefix_routes": {"catch_all_route": {"cluster": "redis"}}}});
+    let layer8_bin: std::path::PathBuf = std::env::var("LAYER8_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_layer8").into())
+        .into();
+    let l8_port = free_port();
+    let _l8 = start_hop(
+        &layer8_bin,
+        "layer8",
+        &[("tcp", l8_port, tcp_proxy.clone())],
+        redis,
+    );
+    let mut hops = vec![("layer8 tcp_proxy", l8_port)];
+    let envoy = envoy_bin();
+    let (env_tcp, env_redis) = (free_port(), free_port());
+    let _envoy = envoy.as_ref().map(|bin| {
+        hops.push(("Envoy tcp_proxy", env_tcp));
+        hops.push(("Envoy redis_proxy", env_redis));
+        start_hop(
+            bin,
+            "envoy",
+            &[
+                ("tcp", env_tcp, tcp_proxy),
+                ("redis", env_redis, redis_proxy),
+            ],
+            redis,
+        )
+    });
+    if envoy.is_none() {
+        println!("\n(no Envoy binary: ENVOY_BIN, `envoy` on PATH or bash .ci/install-deps.sh)");
+    }
+    println!(
+        "\nOne proxy hop: redis-benchmark {} straight to Redis and through each proxy (one \
+         worker), {rounds} rounds\n\n| operation | ops/s | p50 ms | p99 ms |\n|---|---:|---:|---:|",
+        cmd[0]
+    );
+    let mut lines = Vec::new();
+    for conns in [clients, 1] {
+        let calls = if conns == 1 { n / 4 } else { n };
+        let mut ratios = vec![Vec::new(); hops.len()];
+        for round in 1..=rounds {
+            let direct = redis_benchmark(redis, conns, calls, cmd);
+            print_row(&format!("direct, -c {conns}, round {round}"), &direct);
+            for ((name, port), ratios) in hops.iter().zip(&mut ratios) {
+                let r = redis_benchmark(*port, conns, calls, cmd);
+                print_row(&format!("{name}, -c {conns}, round {round}"), &r);
+                ratios.push(p99_ratio(&r, &direct));
+            }
+        }
+        let cells: Vec<String> = ratios.iter().map(|r| summary(r)).collect();
+        lines.push(format!("| -c {conns} | {} |", cells.join(" | ")));
+    }
+    let names: Vec<&str> = hops.iter().map(|(name, _)| *name).collect();
+    println!(
+        "\nProxied p99 / direct p99, median of {rounds} rounds (each round's ratio in \
+         brackets):\n\n| | {} |\n|---|{}\n{}",
+        names.join(" | "),
+        "---|".repeat(names.len()),
+        lines.join("\n")
+    );
+}
+
+/// One markdown table row: name, ops/s, p50 and p99 in ms.
+fn print_row(name: &str, r: &Row) {
+    println!(
+        "| {name} | {:.0} | {:.3} | {:.3} |",
+        r.ops_per_sec, r.p50_ms, r.p99_ms
+    );
+}
+
+/// `a`'s p99 over `b`'s.
+fn p99_ratio(a: &Row, b: &Row) -> f64 {
+    a.p99_ms / b.p99_ms.max(f64::EPSILON)
+}
+
 fn main() {
     let clients = env("RUNTIME_BENCH_CLIENTS", 16) as usize;
     let n = env("RUNTIME_BENCH_REQUESTS", 200_000);
@@ -363,13 +525,8 @@ fn main() {
         .collect();
     let redis_port = free_port();
     let _redis = start_redis(redis_port);
-    let row = |name: &str, r: &Row| {
-        println!(
-            "| {name} | {:.0} | {:.3} | {:.3} |",
-            r.ops_per_sec, r.p50_ms, r.p99_ms
-        );
-    };
-    let ratio = |a: &Row, b: &Row| a.p99_ms / b.p99_ms.max(f64::EPSILON);
+    let row = print_row;
+    let ratio = p99_ratio;
     // What GetState and SaveState send to Redis: an HMGET, and the write script (loaded here as
     // layer8 loads it) through EVALSHA. A bare HSET, cheaper for Redis than the script, is shown
     // beside it.
@@ -398,6 +555,7 @@ fn main() {
     );
     drop(nginx);
     let _ = std::fs::remove_dir_all(nginx_dir());
+    hop_floor(redis_port, clients, n, rounds, &hmget);
 
     let sock =
         std::env::temp_dir().join(format!("layer8-runtime-bench-{}.sock", std::process::id()));

@@ -132,8 +132,11 @@ fn start_layer8(
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn layer8");
+    let child = Killed(child);
     wait_port(grpc);
-    Killed(child)
+    // Listening: the config has been read.
+    let _ = std::fs::remove_file(&path);
+    child
 }
 
 /// The directory of the floor's nginx (config, logs, temp files).
@@ -248,6 +251,8 @@ fn start_hop(
     for port in ports {
         wait_port(port);
     }
+    // Listening: the config has been read.
+    let _ = std::fs::remove_file(&path);
     killed
 }
 
@@ -525,8 +530,6 @@ fn main() {
         .collect();
     let redis_port = free_port();
     let _redis = start_redis(redis_port);
-    let row = print_row;
-    let ratio = p99_ratio;
     // What GetState and SaveState send to Redis: an HMGET, and the write script (loaded here as
     // layer8 loads it) through EVALSHA. A bare HSET, cheaper for Redis than the script, is shown
     // beside it.
@@ -544,10 +547,10 @@ fn main() {
     let mut ratios = Vec::new();
     for conns in [clients, 1] {
         let f = h2load(Target::Floor(floor_port), Op::Get, "redis", conns, 1, n);
-        row(&format!("h2load -> nginx h2c, {conns} conn x 1"), &f);
+        print_row(&format!("h2load -> nginx h2c, {conns} conn x 1"), &f);
         let b = redis_benchmark(redis_port, conns, n, &hmget);
-        row(&format!("redis-benchmark -c {conns} HMGET"), &b);
-        ratios.push(format!("-c {conns}: {:.2}x", ratio(&f, &b)));
+        print_row(&format!("redis-benchmark -c {conns} HMGET"), &b);
+        ratios.push(format!("-c {conns}: {:.2}x", p99_ratio(&f, &b)));
     }
     println!(
         "\nnginx h2c p99 / redis-benchmark p99: {}",
@@ -578,7 +581,7 @@ fn main() {
         for (op, name) in [(Op::Get, "GetState"), (Op::Save, "SaveState")] {
             for (conns, inflight) in [(clients, 1), (clients, 4), (1, 1)] {
                 let r = h2load(tcp, op, "memory", conns, inflight, n);
-                row(&format!("{name}, in-memory, {conns} conn x {inflight}"), &r);
+                print_row(&format!("{name}, in-memory, {conns} conn x {inflight}"), &r);
             }
         }
         // The Redis rows run in rounds, each round the layer8 rows and redis-benchmark back to
@@ -595,31 +598,31 @@ fn main() {
                 let (mut tcp_x, mut unix_x, mut extra_x) = (Vec::new(), Vec::new(), Vec::new());
                 for round in 1..=rounds {
                     let r = h2load(tcp, op, "redis", conns, 1, calls);
-                    row(
+                    print_row(
                         &format!("{name}, Redis, {conns} conn x 1, round {round}"),
                         &r,
                     );
                     let u = h2load(unix, op, "redis", conns, 1, calls);
-                    row(
+                    print_row(
                         &format!(
                             "{name}, Redis, app over Unix socket, {conns} conn x 1, round {round}"
                         ),
                         &u,
                     );
                     let b = redis_benchmark(redis_port, conns, calls, cmd);
-                    row(
+                    print_row(
                         &format!("redis-benchmark -c {conns} {}, round {round}", cmd[0]),
                         &b,
                     );
-                    tcp_x.push(ratio(&r, &b));
-                    unix_x.push(ratio(&u, &b));
+                    tcp_x.push(p99_ratio(&r, &b));
+                    unix_x.push(p99_ratio(&u, &b));
                     if let Some(extra) = extra {
                         let e = redis_benchmark(redis_port, conns, calls, extra);
-                        row(
+                        print_row(
                             &format!("redis-benchmark -c {conns} {}, round {round}", extra[0]),
                             &e,
                         );
-                        extra_x.push((ratio(&r, &e), ratio(&u, &e)));
+                        extra_x.push((p99_ratio(&r, &e), p99_ratio(&u, &e)));
                     }
                 }
                 let mut line = format!(

@@ -18,8 +18,8 @@
 //!   listener (Layotto's `pipe` option) instead of loopback TCP; Redis is still reached over TCP.
 //! - **One proxy hop**: `redis-benchmark` through layer8's `tcp_proxy`, Envoy's `tcp_proxy` and
 //!   Envoy's `redis_proxy` (one worker each, one bootstrap), beside it straight to Redis: what a
-//!   sidecar hop alone costs here, with no HTTP/2 or gRPC. Envoy comes from `ENVOY_BIN`, `PATH`
-//!   or the venv of `.ci/install-deps.sh`; without one its rows are left out.
+//!   sidecar hop alone costs here, with no HTTP/2 or gRPC. Envoy comes from `LAYER8_ENVOY` or the
+//!   venv of `.ci/install-deps.sh`; without one its rows are left out.
 //!
 //! `cargo bench --bench runtime_state` (needs redis-server, redis-benchmark and h2load:
 //! `bash .ci/install-deps.sh`). `RUNTIME_BENCH_SPREAD=1` gives the runtime listeners
@@ -181,26 +181,16 @@ http {{
     Killed(child)
 }
 
-/// The Envoy binary: `ENVOY_BIN`, else `envoy` on `PATH`, else the venv of
-/// `.ci/install-deps.sh`; `None` when there is none.
+/// The Envoy binary, as the tests and `benches/xds_apply.rs` find it: `LAYER8_ENVOY`, else the
+/// venv of `.ci/install-deps.sh`; `None` when there is none.
 fn envoy_bin() -> Option<std::path::PathBuf> {
-    if let Ok(bin) = std::env::var("ENVOY_BIN") {
-        return Some(bin.into());
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("envoy"))
-        .find(|b| b.exists());
-    let tools = std::env::var("LAYER8_TOOLS")
-        .map(std::path::PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| format!("{h}/.cache/layer8-tools").into()));
-    on_path.or_else(|| {
-        tools
-            .ok()
-            .map(|t| t.join("venv/bin/envoy"))
-            .filter(|b| b.exists())
-    })
+    let bin: std::path::PathBuf = std::env::var("LAYER8_ENVOY")
+        .unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+            format!("{home}/.cache/layer8-tools/venv/bin/envoy")
+        })
+        .into();
+    bin.exists().then_some(bin)
 }
 
 /// A proxy (`bin`: layer8 or Envoy) on one worker, serving `listeners` (name, port, network
@@ -473,7 +463,7 @@ fn hop_floor(redis: u16, clients: usize, n: u64, rounds: usize, cmd: &[&str]) {
         )
     });
     if envoy.is_none() {
-        println!("\n(no Envoy binary: ENVOY_BIN, `envoy` on PATH or bash .ci/install-deps.sh)");
+        println!("\n(no Envoy binary: set LAYER8_ENVOY or run bash .ci/install-deps.sh)");
     }
     println!(
         "\nOne proxy hop: redis-benchmark {} straight to Redis and through each proxy (one \
